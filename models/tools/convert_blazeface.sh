@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Reproduces models/blazeface-short.onnx: MediaPipe BlazeFace short range, TFLite -> ONNX.
+#
+# Source: npm @mediapipe/face_detection@0.4.1657300184 (Apache-2.0),
+#         file package/face_detection_short_range.tflite (229 KB).
+# Model:  input  "input"  float32 [1, 128, 128, 3] NHWC, RGB pixels scaled to [-1, 1];
+#         outputs [1, 896, 16] regressors (box cx, cy, w, h + 6 key points x, y, in input
+#         pixels relative to the anchor) and [1, 896, 1] classificator logits.
+#         Decoding (anchors, sigmoid, NMS) is in src/vision/detect.rs.
+#
+# Usage:  models/tools/convert_blazeface.sh [VENV_DIR]   (from the repository root)
+# Needs:  python3 (3.9-3.11), npm, network access to npm and PyPI. The converter runs in its own
+#         virtualenv (default /tmp/emonet-tfvenv) so the system python is not touched.
+set -euo pipefail
+
+VENV=${1:-/tmp/emonet-tfvenv}
+PKG=@mediapipe/face_detection@0.4.1657300184
+OUT=models/blazeface-short.onnx
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+[ -f Cargo.toml ] && [ -d models ] || { echo "run from the repository root" >&2; exit 1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet tensorflow-cpu==2.15.1 tf2onnx==1.16.1 onnxruntime
+fi
+
+(cd "$WORK" && npm pack --silent "$PKG" >/dev/null && tar xzf mediapipe-face_detection-*.tgz)
+TFLITE="$WORK/package/face_detection_short_range.tflite"
+
+"$VENV/bin/python" -m tf2onnx.convert --tflite "$TFLITE" --output "$OUT" --opset 13
+
+# Record provenance in the ONNX metadata and check the converted model against TFLite.
+"$VENV/bin/python" - "$TFLITE" "$OUT" <<'PY'
+import sys
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+
+tflite_path, onnx_path = sys.argv[1], sys.argv[2]
+m = onnx.load(onnx_path)
+props = {
+    "emonet.name": "blazeface-short-range",
+    "emonet.source": "npm @mediapipe/face_detection@0.4.1657300184 face_detection_short_range.tflite",
+    "emonet.license": "Apache-2.0",
+}
+del m.metadata_props[:]
+for k, v in props.items():
+    e = m.metadata_props.add()
+    e.key, e.value = k, v
+onnx.save(m, onnx_path)
+
+x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+it = tf.lite.Interpreter(model_path=tflite_path)
+it.allocate_tensors()
+it.set_tensor(it.get_input_details()[0]["index"], x)
+it.invoke()
+ref = {tuple(d["shape"]): it.get_tensor(d["index"]) for d in it.get_output_details()}
+sess = ort.InferenceSession(onnx_path)
+got = sess.run(None, {sess.get_inputs()[0].name: x})
+for g in got:
+    r = ref[tuple(g.shape)]
+    err = float(np.abs(g - r).max())
+    print(f"output {g.shape}: max |onnx - tflite| = {err:.2e}")
+    assert err < 1e-3, err
+print("inputs:", [(i.name, i.shape) for i in sess.get_inputs()])
+print("outputs:", [(o.name, o.shape) for o in sess.get_outputs()])
+PY
+sha256sum "$OUT"

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Export a train.py checkpoint to ONNX (fp32), quantize it to static int8 QDQ calibrated on
+training images, and check both with onnxruntime on val.
+
+Example:
+  python export.py --checkpoint runs/mnv2-64/best.pt --data ../../data/fer \
+      --fp32 ../emotion-mnv2-fp32.onnx --int8 ../emotion-mnv2-int8.onnx --report metrics-ort.json
+
+Writes the emonet.* metadata props (see models/README.md) into both files.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from PIL import Image
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                      QuantType, quantize_static)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ferdata  # noqa: E402
+from train import build_model, eval_batch  # noqa: E402
+
+
+def preprocess(images_u8, size):
+    """uint8 [B,48,48] -> float32 [B,3,S,S] the way the Rust side does it: Pillow-style bilinear
+    resize to uint8 (src/vision/classify.rs uses fast_image_resize's equivalent), then
+    (p/255 - mean)/std with the gray value replicated to 3 channels. Differs from train.py's
+    float resize only by the rounding to uint8."""
+    if images_u8.shape[1:] != (size, size):
+        images_u8 = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
+                              for im in images_u8])
+    with torch.no_grad():
+        return eval_batch(torch.from_numpy(np.ascontiguousarray(images_u8)), size).numpy().astype(np.float32)
+
+
+def prune_opsets(model):
+    """Keep only the opset imports whose domain some node uses (quant_pre_process adds many)."""
+    used = {n.domain for n in model.graph.node} | {""}
+    keep = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+def set_metadata(model, cfg, name, face_margin):
+    meta = {
+        "emonet.labels": ",".join(cfg["labels"]),
+        "emonet.input_height": str(cfg["input_size"]),
+        "emonet.input_width": str(cfg["input_size"]),
+        "emonet.channels": str(cfg["channels"]),
+        "emonet.color": cfg["color"],
+        "emonet.mean": ",".join(f"{v:g}" for v in cfg["mean"]),
+        "emonet.std": ",".join(f"{v:g}" for v in cfg["std"]),
+        "emonet.output": "logits",
+        "emonet.face_margin": f"{face_margin:g}",
+        "emonet.name": name,
+    }
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    model.producer_name = "emonet models/train/export.py"
+    return meta
+
+
+class Calib(CalibrationDataReader):
+    def __init__(self, x, input_name):
+        self.x, self.name, self.i = x, input_name, 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1:self.i]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def run_ort(path, x, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    out = np.empty((len(x), len(s.get_outputs()[0].shape) and s.get_outputs()[0].shape[1]), np.float32)
+    t = time.time()
+    for i in range(len(x)):
+        out[i] = s.run(None, {name: x[i:i + 1]})[0][0]
+    return out, (time.time() - t) / len(x) * 1000
+
+
+def report(logits, va):
+    m = va["fer2013"] >= 0
+    r13 = ferdata.per_class_report(logits[m, :7].argmax(1), va["fer2013"][m], ferdata.FER2013_LABELS)
+    m = va["ferplus"] >= 0
+    rfp = ferdata.per_class_report(logits[m].argmax(1), va["ferplus"][m], ferdata.LABELS)
+    return {"fer2013_val": r13, "ferplus_val": rfp}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data", required=True, help="dir with train/ (calibration) and val/ (check)")
+    ap.add_argument("--fp32", required=True)
+    ap.add_argument("--int8", required=True)
+    ap.add_argument("--report", help="write the onnxruntime metrics as JSON here")
+    ap.add_argument("--name", default="emonet-mnv2-fer")
+    ap.add_argument("--face-margin", type=float, default=0.1)
+    ap.add_argument("--opset", type=int, default=13)
+    ap.add_argument("--calib-n", type=int, default=1000, help="training images used for calibration")
+    ap.add_argument("--calib-method", default="MinMax", choices=["MinMax", "Percentile", "Entropy"])
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the val check")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    ck = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+    cfg = ck["config"]
+    size = cfg["input_size"]
+    model = build_model(len(cfg["labels"]))
+    model.load_state_dict(ck["state_dict"])
+    model.eval()
+    print(f"checkpoint {a.checkpoint}: epoch {ck['epoch']}, val {ck['val']}", flush=True)
+
+    # fp32 export (BatchNorm folded into Conv by the exporter in eval mode).
+    dummy = torch.zeros(1, 3, size, size)
+    with tempfile.TemporaryDirectory() as td:
+        raw = os.path.join(td, "raw.onnx")
+        torch.onnx.export(model, dummy, raw, input_names=["input"], output_names=["logits"],
+                          opset_version=a.opset, do_constant_folding=True, dynamo=False)
+        m = onnx.load(raw)
+        onnx.checker.check_model(m)
+        meta = set_metadata(m, cfg, a.name + "-fp32", a.face_margin)
+        os.makedirs(os.path.dirname(os.path.abspath(a.fp32)), exist_ok=True)
+        onnx.save(m, a.fp32)
+        print(f"wrote {a.fp32} ({os.path.getsize(a.fp32)} bytes)", flush=True)
+
+        # Static int8 QDQ, calibrated on training images (eval transform, seeded sample).
+        tr = ferdata.load_split(os.path.join(a.data, "train"))
+        rng = np.random.default_rng(a.seed)
+        pick = np.sort(rng.choice(len(tr["files"]), size=min(a.calib_n, len(tr["files"])), replace=False))
+        calib = preprocess(tr["images"][pick], size)
+        pre = os.path.join(td, "pre.onnx")
+        quant_pre_process(a.fp32, pre, skip_symbolic_shape=True)
+        q8 = os.path.join(td, "q8.onnx")
+        quantize_static(pre, q8, Calib(calib, "input"), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, a.calib_method))
+        mq = onnx.load(q8)
+        prune_opsets(mq)
+        set_metadata(mq, cfg, a.name + "-int8", a.face_margin)
+        onnx.checker.check_model(mq)
+        onnx.save(mq, a.int8)
+        print(f"wrote {a.int8} ({os.path.getsize(a.int8)} bytes), calibrated on {len(pick)} "
+              f"training images ({a.calib_method})", flush=True)
+
+    # Check on val with onnxruntime.
+    va = ferdata.load_split(os.path.join(a.data, "val"))
+    x = preprocess(va["images"], size)
+    with torch.no_grad():
+        lt = model(torch.from_numpy(x)).numpy()
+    l32, ms32 = run_ort(a.fp32, x, a.threads)
+    l8, ms8 = run_ort(a.int8, x, a.threads)
+    res = {
+        "checkpoint": os.path.abspath(a.checkpoint), "epoch": ck["epoch"], "metadata": meta,
+        "calibration": {"n": int(len(calib)), "method": a.calib_method, "split": "train", "seed": a.seed},
+        "bytes": {"fp32": os.path.getsize(a.fp32), "int8": os.path.getsize(a.int8)},
+        "ort_ms_per_image_1thread": {"fp32": ms32, "int8": ms8},
+        "max_abs_diff_torch_vs_ort_fp32": float(np.abs(lt - l32).max()),
+        "top1_agreement": {
+            "torch_vs_ort_fp32": float((lt.argmax(1) == l32.argmax(1)).mean()),
+            "ort_fp32_vs_int8": float((l32.argmax(1) == l8.argmax(1)).mean()),
+        },
+        "fp32": report(l32, va), "int8": report(l8, va),
+    }
+    for k in ("fp32", "int8"):
+        print(f"onnxruntime {k}: FER2013 val acc {res[k]['fer2013_val']['accuracy']:.4f} "
+              f"macro-F1 {res[k]['fer2013_val']['macro_f1']:.4f} | FER+ val acc "
+              f"{res[k]['ferplus_val']['accuracy']:.4f} macro-F1 {res[k]['ferplus_val']['macro_f1']:.4f}")
+    print(f"top-1 agreement {res['top1_agreement']}, ms/img {res['ort_ms_per_image_1thread']}")
+    if a.report:
+        with open(a.report, "w") as f:
+            json.dump(res, f, indent=1)
+        np.savez_compressed(os.path.splitext(a.report)[0] + "-logits.npz", files=np.array(va["files"]),
+                            fp32=l32, int8=l8)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+//! Frame sources: a V4L2 camera or replayed images, behind one trait so the rest of the
+//! pipeline (and the tests) never care which.
+
+pub mod replay;
+pub mod v4l2;
+
+use thiserror::Error;
+
+use crate::frame::Frame;
+
+pub use replay::ReplaySource;
+pub use v4l2::{list_devices, V4l2Source};
+
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// The device went away (unplugged, ENODEV) or cannot be opened right now: the capture
+    /// loop reopens it with backoff.
+    #[error("camera unavailable: {0}")]
+    Unavailable(String),
+    /// One frame could not be decoded; the next one may be fine.
+    #[error("corrupt frame: {0}")]
+    Corrupt(String),
+    /// A configuration problem that retrying cannot fix.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Something that yields frames, blocking until the next one is due.
+pub trait FrameSource: Send {
+    /// The next frame; `Ok(None)` when a finite source has run out.
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+    /// Tries to reopen after [`SourceError::Unavailable`].
+    fn reopen(&mut self) -> Result<(), SourceError>;
+    /// For logs and stats, e.g. `v4l2:/dev/video0 640x480 MJPG`.
+    fn describe(&self) -> String;
+}

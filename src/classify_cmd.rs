@@ -1,0 +1,165 @@
+//! `emonet classify IMAGE…`: faces and their emotions in still images, one JSON line per image.
+//!
+//! ```json
+//! {"image":"a.png","width":512,"height":512,"faces":[{"box":{"x":0.36,"y":0.11,"w":0.2,"h":0.2},
+//!  "score":0.93,"emotion":"happy","confidence":0.97,"scores":{"angry":0.001,…}}]}
+//! ```
+//! Boxes are normalised to the image (0..1, x/y = top-left corner). An image that cannot be
+//! read gives `{"image": …, "error": "…"}` and the run goes on; the command then fails at the end.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::vision::{BBox, DetectorSettings, EmotionClassifier, EmotionScores, FaceDetector};
+
+/// `emonet classify` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClassifyArgs {
+    /// Images to analyse (PNG or JPEG).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Emotion classifier (ONNX with emonet.* metadata).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "models/emotion-mnv2-int8.onnx"
+    )]
+    pub model: PathBuf,
+    /// Face detector (BlazeFace short range ONNX).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "models/blazeface-short.onnx"
+    )]
+    pub detector: PathBuf,
+    /// Minimum face detection score, 0..1.
+    #[arg(long, default_value_t = DetectorSettings::default().score_threshold)]
+    pub score_threshold: f32,
+    /// IoU above which overlapping detections are merged, 0..1.
+    #[arg(long, default_value_t = DetectorSettings::default().nms_iou)]
+    pub nms_iou: f32,
+    /// At most this many faces per image.
+    #[arg(long, default_value_t = DetectorSettings::default().max_faces)]
+    pub max_faces: usize,
+}
+
+impl ClassifyArgs {
+    pub fn detector_settings(&self) -> DetectorSettings {
+        DetectorSettings {
+            score_threshold: self.score_threshold,
+            nms_iou: self.nms_iou,
+            max_faces: self.max_faces,
+            ..DetectorSettings::default()
+        }
+    }
+}
+
+/// Class probabilities as a JSON object in label order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelScores(pub EmotionScores);
+
+impl Serialize for LabelScores {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.labels.len()))?;
+        for (l, p) in self.0.labels.iter().zip(&self.0.scores) {
+            map.serialize_entry(l, p)?;
+        }
+        map.end()
+    }
+}
+
+/// One face of an image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaceResult {
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+    /// Detector score, 0..1.
+    pub score: f32,
+    pub emotion: String,
+    /// Probability of `emotion`.
+    pub confidence: f32,
+    pub scores: LabelScores,
+}
+
+/// One line of `emonet classify` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageResult {
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<FaceResult>,
+}
+
+/// Detects the faces of `img` and classifies each, best detection first.
+pub fn analyze(
+    detector: &FaceDetector,
+    classifier: &EmotionClassifier,
+    img: &image::RgbImage,
+) -> Result<Vec<FaceResult>> {
+    let faces = detector.detect(img)?;
+    let mut out = Vec::with_capacity(faces.len());
+    for face in faces {
+        let scores = classifier.classify_face(img, &face)?;
+        let (top, confidence) = scores.top();
+        out.push(FaceResult {
+            bbox: face.bbox,
+            score: face.score,
+            emotion: scores.labels[top].clone(),
+            confidence,
+            scores: LabelScores(scores),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads `path` and analyses it.
+pub fn classify_image(
+    detector: &FaceDetector,
+    classifier: &EmotionClassifier,
+    path: &Path,
+) -> Result<ImageResult> {
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .with_guessed_format()?
+        .decode()
+        .with_context(|| format!("cannot decode {}", path.display()))?
+        .to_rgb8();
+    Ok(ImageResult {
+        image: path.display().to_string(),
+        width: img.width(),
+        height: img.height(),
+        faces: analyze(detector, classifier, &img)?,
+    })
+}
+
+/// `emonet classify`: one JSON line per image on stdout. Fails at the end when any image could
+/// not be analysed (after printing its `error` line).
+pub fn run(args: &ClassifyArgs) -> Result<()> {
+    let detector = FaceDetector::load(&args.detector, args.detector_settings())?;
+    let classifier = EmotionClassifier::load(&args.model)?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    for path in &args.images {
+        let line = match classify_image(&detector, &classifier, path) {
+            Ok(r) => serde_json::to_string(&r)?,
+            Err(e) => {
+                failed += 1;
+                serde_json::json!({ "image": path.display().to_string(), "error": format!("{e:#}") })
+                    .to_string()
+            }
+        };
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} images could not be analysed",
+            args.images.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,595 @@
+//! Typed settings, read with the `config` crate: built-in defaults < TOML file < `EMONET__*`
+//! environment variables (`EMONET__MQTT__HOST=broker.lan` sets `mqtt.host`).
+//!
+//! Every key has a default, so an empty file is a valid configuration. Unknown keys are errors
+//! (a typo silently ignored is the worst kind of misconfiguration on a headless robot), and every
+//! error names the key and the file or variable it came from.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where the packaged service looks by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/emonet/emonet.toml";
+/// Prefix of environment overrides; sections and keys are separated by `__`.
+pub const ENV_PREFIX: &str = "EMONET";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Identifies this device in MQTT topics and payloads. Empty: the host name.
+    pub device_id: String,
+    pub camera: CameraSettings,
+    pub replay: ReplaySettings,
+    pub detector: DetectorConfig,
+    pub classifier: ClassifierConfig,
+    pub tracker: TrackerConfig,
+    pub mqtt: MqttConfig,
+    pub broker: BrokerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    V4l2,
+    Replay,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    /// Prefer MJPEG (less USB bandwidth), fall back to YUYV.
+    Auto,
+    Mjpeg,
+    Yuyv,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CameraSettings {
+    /// `v4l2` for a real camera, `replay` for recorded frames (see `[replay]`).
+    pub source: SourceKind,
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub pixel_format: PixelFormat,
+    /// First wait before reopening a camera that went away; doubles up to `reconnect_max_ms`.
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplaySettings {
+    /// An image file or a folder of images (PNG/JPEG), played in file-name order.
+    pub path: PathBuf,
+    pub fps: f32,
+    /// Start again after the last frame; otherwise the daemon stops when the frames run out.
+    #[serde(rename = "loop")]
+    pub looped: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    pub model: PathBuf,
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+    pub max_faces: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassifierConfig {
+    pub model: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// Minimum IoU for a detection to continue an existing track.
+    pub iou_threshold: f32,
+    /// Frames a face must be seen before it is reported (filters one-frame false positives).
+    pub min_hits: u32,
+    /// Frames a face may go unseen before it is reported as gone.
+    pub max_missed: u32,
+    /// Weight of the newest frame in the exponential moving average of the scores (0..1].
+    pub smoothing: f32,
+    /// Frames a new emotion must stay on top before a change is reported.
+    pub hold_frames: u32,
+    /// How far (in probability) the new emotion must lead the reported one.
+    pub min_margin: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Empty: `emonet-<device_id>`.
+    pub client_id: String,
+    pub topic_prefix: String,
+    /// Empty: connect without credentials.
+    pub username: String,
+    pub password: String,
+    pub keep_alive_secs: u64,
+    /// Messages held while the broker is unreachable; the oldest are dropped (and counted) beyond.
+    pub queue_capacity: usize,
+    pub stats_interval_secs: u64,
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    pub ca_file: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// An MQTT broker inside the daemon, for demos and single-board setups without mosquitto.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub enabled: bool,
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            device_id: String::new(),
+            camera: CameraSettings::default(),
+            replay: ReplaySettings::default(),
+            detector: DetectorConfig::default(),
+            classifier: ClassifierConfig::default(),
+            tracker: TrackerConfig::default(),
+            mqtt: MqttConfig::default(),
+            broker: BrokerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for CameraSettings {
+    fn default() -> Self {
+        CameraSettings {
+            source: SourceKind::V4l2,
+            device: PathBuf::from("/dev/video0"),
+            width: 640,
+            height: 480,
+            fps: 15,
+            pixel_format: PixelFormat::Auto,
+            reconnect_initial_ms: 500,
+            reconnect_max_ms: 10_000,
+        }
+    }
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        ReplaySettings {
+            path: PathBuf::from("/usr/share/emonet/samples"),
+            fps: 5.0,
+            looped: true,
+        }
+    }
+}
+
+/// Where the packaged models live; a source checkout uses `models/` via its config files.
+pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            model: Path::new(DEFAULT_MODEL_DIR).join("blazeface-short.onnx"),
+            score_threshold: 0.6,
+            nms_iou: 0.3,
+            max_faces: 8,
+        }
+    }
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        ClassifierConfig {
+            model: Path::new(DEFAULT_MODEL_DIR).join("emotion-mnv2-int8.onnx"),
+        }
+    }
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            iou_threshold: 0.3,
+            min_hits: 2,
+            max_missed: 5,
+            smoothing: 0.5,
+            hold_frames: 3,
+            min_margin: 0.1,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "localhost".into(),
+            port: 1883,
+            client_id: String::new(),
+            topic_prefix: "emonet".into(),
+            username: String::new(),
+            password: String::new(),
+            keep_alive_secs: 15,
+            queue_capacity: 1000,
+            stats_interval_secs: 30,
+            reconnect_initial_ms: 250,
+            reconnect_max_ms: 10_000,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            enabled: false,
+            listen: "127.0.0.1:1883".into(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `path` (which must exist) and the `EMONET__*` environment over the defaults.
+    pub fn load(path: &Path) -> Result<Settings> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// Like [`Settings::load`] with an explicit environment (tests must not mutate the real one).
+    pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let file_keys =
+            toml_keys(&text).with_context(|| format!("in config file {}", path.display()))?;
+        let known = known_keys();
+        for key in &file_keys {
+            if !known.contains(key) {
+                bail!(
+                    "unknown key `{key}` in config file {}{}",
+                    path.display(),
+                    suggestion(key, &known)
+                );
+            }
+        }
+
+        let mut builder = config::Config::builder()
+            .add_source(
+                config::Config::try_from(&Settings::default())
+                    .context("internal error: default settings do not serialise")?,
+            )
+            .add_source(config::File::from(path).format(config::FileFormat::Toml));
+        for (var, value) in env {
+            let key = env_key(var).ok_or_else(|| anyhow::anyhow!("malformed variable {var}"))?;
+            if !known.contains(&key) {
+                bail!(
+                    "unknown key `{key}` set by environment variable {var}{}",
+                    suggestion(&key, &known)
+                );
+            }
+            builder = builder
+                .set_override(key.as_str(), parse_env_value(value))
+                .with_context(|| format!("environment variable {var}"))?;
+        }
+        let merged = builder
+            .build()
+            .with_context(|| format!("in config file {}", path.display()))?;
+        let settings: Settings = merged.try_deserialize().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid config (file {}, or an EMONET__ variable): {e}",
+                path.display()
+            )
+        })?;
+        settings
+            .validate()
+            .with_context(|| format!("in config file {}", path.display()))?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but cannot work. Files are checked where they are used
+    /// (model loading names the key), so `check` and `run` report them the same way.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.tracker;
+        if !(t.smoothing > 0.0 && t.smoothing <= 1.0) {
+            bail!("tracker.smoothing must be in (0, 1], got {}", t.smoothing);
+        }
+        if !(0.0..=1.0).contains(&t.iou_threshold) {
+            bail!(
+                "tracker.iou_threshold must be in [0, 1], got {}",
+                t.iou_threshold
+            );
+        }
+        if !(0.0..=1.0).contains(&self.detector.score_threshold) {
+            bail!(
+                "detector.score_threshold must be in [0, 1], got {}",
+                self.detector.score_threshold
+            );
+        }
+        if !(0.0..=1.0).contains(&self.detector.nms_iou) {
+            bail!(
+                "detector.nms_iou must be in [0, 1], got {}",
+                self.detector.nms_iou
+            );
+        }
+        if self.camera.fps == 0 || self.camera.width == 0 || self.camera.height == 0 {
+            bail!("camera.width, camera.height and camera.fps must be positive");
+        }
+        if self.replay.fps.is_nan() || self.replay.fps < 0.0 {
+            bail!(
+                "replay.fps must be >= 0 (0 = as fast as possible), got {}",
+                self.replay.fps
+            );
+        }
+        if self.mqtt.queue_capacity == 0 {
+            bail!("mqtt.queue_capacity must be at least 1");
+        }
+        if self.mqtt.host.is_empty() {
+            bail!("mqtt.host must not be empty");
+        }
+        if self.mqtt.topic_prefix.is_empty() || self.mqtt.topic_prefix.contains(['+', '#']) {
+            bail!(
+                "mqtt.topic_prefix must be non-empty and free of MQTT wildcards, got {:?}",
+                self.mqtt.topic_prefix
+            );
+        }
+        if self.mqtt.tls.enabled {
+            bail!("mqtt.tls.enabled = true: TLS is not supported by this build yet (the keys are reserved)");
+        }
+        if self.mqtt.username.is_empty() && !self.mqtt.password.is_empty() {
+            bail!("mqtt.password is set but mqtt.username is empty");
+        }
+        if self.broker.enabled {
+            self.broker
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| {
+                    format!(
+                        "broker.listen {:?} is not an address:port",
+                        self.broker.listen
+                    )
+                })?;
+        }
+        log_level(&self.log.level)?;
+        Ok(())
+    }
+
+    /// The device id with the host-name default applied.
+    pub fn device_id(&self) -> String {
+        if !self.device_id.is_empty() {
+            return self.device_id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "emonet".into())
+    }
+
+    /// Resolves relative paths (models, replay frames) against the config file's folder, so a
+    /// config file can sit next to what it points at.
+    pub fn resolve_paths(&mut self, config_path: &Path) {
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut self.detector.model,
+            &mut self.classifier.model,
+            &mut self.replay.path,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// The effective configuration as TOML (secrets masked), for `emonet check`.
+    pub fn to_toml_masked(&self) -> String {
+        let mut copy = self.clone();
+        if !copy.mqtt.password.is_empty() {
+            copy.mqtt.password = "********".into();
+        }
+        toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+pub fn log_level(s: &str) -> Result<log::LevelFilter> {
+    s.parse::<log::LevelFilter>().map_err(|_| {
+        anyhow::anyhow!("log.level {s:?} is not one of off, error, warn, info, debug, trace")
+    })
+}
+
+/// Dotted paths of every leaf key a file may set, derived from the defaults so the list never
+/// drifts from the structs.
+fn known_keys() -> BTreeSet<String> {
+    let value = toml::Value::try_from(Settings::default()).expect("defaults serialise");
+    let mut out = BTreeSet::new();
+    collect_keys(&value, "", &mut out);
+    out
+}
+
+fn toml_keys(text: &str) -> Result<BTreeSet<String>> {
+    let value: toml::Value = toml::from_str(text).context("not valid TOML")?;
+    let mut out = BTreeSet::new();
+    collect_keys(&value, "", &mut out);
+    Ok(out)
+}
+
+fn collect_keys(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                collect_keys(v, &key, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+/// `EMONET__MQTT__HOST` → `mqtt.host`.
+fn env_key(var: &str) -> Option<String> {
+    let rest = var.strip_prefix(ENV_PREFIX)?.strip_prefix("__")?;
+    if rest.is_empty() {
+        return None;
+    }
+    Some(
+        rest.split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
+/// Environment values are strings; give numbers and booleans their type so the typed
+/// deserialisation reports a wrong value rather than a wrong type.
+fn parse_env_value(v: &str) -> config::Value {
+    if let Ok(b) = v.parse::<bool>() {
+        return b.into();
+    }
+    if let Ok(i) = v.parse::<i64>() {
+        return i.into();
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return f.into();
+    }
+    v.to_string().into()
+}
+
+fn suggestion(key: &str, known: &BTreeSet<String>) -> String {
+    let (section, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+    let close: Vec<&String> = known
+        .iter()
+        .filter(|k| {
+            let (s, l) = k.rsplit_once('.').unwrap_or(("", k));
+            s == section && (l.contains(leaf) || leaf.contains(l) || edit_distance(l, leaf) <= 2)
+        })
+        .collect();
+    match close.first() {
+        Some(k) => format!(" (did you mean `{k}`?)"),
+        None => String::new(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let f = write("");
+        assert_eq!(
+            Settings::load_with_env(f.path(), &[]).unwrap(),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let f = write("[mqtt]\nhost = \"broker.lan\"\nport = 1884\n");
+        let env = vec![("EMONET__MQTT__PORT".to_string(), "1999".to_string())];
+        let s = Settings::load_with_env(f.path(), &env).unwrap();
+        assert_eq!(s.mqtt.host, "broker.lan");
+        assert_eq!(s.mqtt.port, 1999);
+        assert_eq!(s.camera, CameraSettings::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let f = write("[mqtt]\nhots = \"x\"\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("mqtt.hots"), "{err}");
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("mqtt.host"), "suggestion missing: {err}");
+    }
+
+    #[test]
+    fn unknown_env_key_names_variable() {
+        let f = write("");
+        let env = vec![("EMONET__MQTT__PROT".to_string(), "1".to_string())];
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &env).unwrap_err());
+        assert!(err.contains("EMONET__MQTT__PROT"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let f = write("[mqtt]\nport = \"eighteen\"\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("port"), "{err}");
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_rejected() {
+        let f = write("[tracker]\nsmoothing = 1.5\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("tracker.smoothing"), "{err}");
+        let f = write("[camera]\nsource = \"webcam\"\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("webcam"), "{err}");
+    }
+
+    #[test]
+    fn env_key_mapping() {
+        assert_eq!(env_key("EMONET__MQTT__HOST").as_deref(), Some("mqtt.host"));
+        assert_eq!(env_key("EMONET__DEVICE_ID").as_deref(), Some("device_id"));
+        assert_eq!(env_key("EMONETX"), None);
+    }
+}

@@ -1,0 +1,82 @@
+//! What the CPU offers the inference kernels. tract-linalg picks its matrix kernels at run time
+//! (on aarch64: plain NEON `arm64simd_mmm_i32_8x8` vs the dot-product variant on Pi 5 / Orin),
+//! so operators want to see in the log which class of board they are on.
+
+/// The SIMD features that matter for tract's kernels, e.g. `["neon", "dotprod"]`.
+pub fn features() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        for (name, on) in [
+            ("sse4.1", std::arch::is_x86_feature_detected!("sse4.1")),
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+        ] {
+            if on {
+                out.push(name);
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        for (name, on) in [
+            ("neon", std::arch::is_aarch64_feature_detected!("neon")),
+            ("fp16", std::arch::is_aarch64_feature_detected!("fp16")),
+            (
+                "dotprod",
+                std::arch::is_aarch64_feature_detected!("dotprod"),
+            ),
+            ("i8mm", std::arch::is_aarch64_feature_detected!("i8mm")),
+        ] {
+            if on {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// A one-line summary for the start-up log and `emonet check`.
+pub fn summary() -> String {
+    let f = features();
+    let kernels = if cfg!(target_arch = "aarch64") {
+        if f.contains(&"dotprod") {
+            "int8 matmul via NEON dot-product (Pi 5 / Orin class)"
+        } else {
+            "int8 matmul via plain NEON (Pi 4 / Jetson Nano class)"
+        }
+    } else if f.contains(&"avx512vnni") {
+        "int8 matmul via AVX-512 VNNI"
+    } else if f.contains(&"fma") {
+        "fp32 matmul via AVX2/FMA"
+    } else {
+        "generic kernels"
+    };
+    format!(
+        "cpu {} features [{}]: {kernels}",
+        std::env::consts::ARCH,
+        f.join(" ")
+    )
+}
+
+pub fn log_features() {
+    log::info!("{}", summary());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn baseline_simd_is_detected() {
+        let f = super::features();
+        #[cfg(target_arch = "aarch64")]
+        assert!(f.contains(&"neon"), "{f:?}");
+        #[cfg(target_arch = "x86_64")]
+        assert!(f.contains(&"sse4.1"), "{f:?}");
+        assert!(super::summary().contains(std::env::consts::ARCH));
+    }
+}

@@ -1,0 +1,253 @@
+//! Emotion classification of face crops with the shipped MobileNetV2 (or any ONNX classifier
+//! carrying the `emonet.*` metadata, see [`super::model`]).
+//!
+//! A crop is resized to the model's input size (bilinear, Pillow-style convolution as in the
+//! training pipeline), converted to luma or kept RGB as the metadata says, normalised with the
+//! metadata's mean / std and run; softmax turns the logits into [`EmotionScores`].
+//!
+//! Buffers: like the detector, a classifier keeps its resizer, buffers and tract state behind a
+//! `Mutex`; calls from several threads are serialised.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{ensure, Context, Result};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::RgbImage;
+use tract_onnx::prelude::*;
+
+use super::model::{self, ClassifierMeta, ColorMode, PlanState};
+use super::{BBox, EmotionScores, Face};
+
+struct Scratch {
+    resizer: Resizer,
+    /// Resized crop, input_width × input_height RGB.
+    resized: Vec<u8>,
+    /// Model input, NCHW.
+    input: Vec<f32>,
+    state: PlanState,
+}
+
+/// The emotion classifier. Load once, classify many crops.
+pub struct EmotionClassifier {
+    path: PathBuf,
+    meta: ClassifierMeta,
+    labels: Arc<[String]>,
+    scratch: Mutex<Scratch>,
+}
+
+impl std::fmt::Debug for EmotionClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmotionClassifier")
+            .field("path", &self.path)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl EmotionClassifier {
+    /// Reads the model and its metadata, fixes the input shape and optimizes it.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let proto = model::read_proto(path)?;
+        let meta = ClassifierMeta::from_props(&model::metadata_props(&proto), path)?;
+        let m = model::build_plan(&proto, path, &meta.input_shape())
+            .with_context(|| format!("loading emotion classifier {}", path.display()))?;
+        let n = meta.labels.len();
+        ensure!(
+            m.output_shapes.first().map(|s| s.iter().product::<usize>()) == Some(n),
+            "{}: output shape {:?} does not match the {n} labels of emonet.labels",
+            path.display(),
+            m.output_shapes.first()
+        );
+        let state = PlanState::new(&m.plan)?;
+        let [_, c, h, w] = meta.input_shape();
+        Ok(EmotionClassifier {
+            path: path.to_path_buf(),
+            labels: meta.labels.iter().cloned().collect::<Vec<_>>().into(),
+            meta,
+            scratch: Mutex::new(Scratch {
+                resizer: Resizer::new(),
+                resized: vec![0; w * h * 3],
+                input: vec![0.0; c * h * w],
+                state,
+            }),
+        })
+    }
+
+    pub fn meta(&self) -> &ClassifierMeta {
+        &self.meta
+    }
+
+    /// Class labels in output order (shared by every [`EmotionScores`] this returns).
+    pub fn labels(&self) -> &Arc<[String]> {
+        &self.labels
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Classifies a face crop (the whole image).
+    pub fn classify_crop(&self, crop: &RgbImage) -> Result<EmotionScores> {
+        let (w, h) = crop.dimensions();
+        self.classify_region(crop, (0.0, 0.0, w as f64, h as f64))
+    }
+
+    /// Classifies the face `face` of `frame`: a square around its box, enlarged by the model's
+    /// `face_margin` on each side, clamped to the frame.
+    pub fn classify_face(&self, frame: &RgbImage, face: &Face) -> Result<EmotionScores> {
+        let (w, h) = frame.dimensions();
+        let rect = face_crop_rect(w, h, &face.bbox, self.meta.face_margin)
+            .context("face box lies outside the frame")?;
+        self.classify_region(frame, rect)
+    }
+
+    /// Classifies the region (left, top, width, height in pixels, sub-pixel allowed) of `img`.
+    pub fn classify_region(
+        &self,
+        img: &RgbImage,
+        rect: (f64, f64, f64, f64),
+    ) -> Result<EmotionScores> {
+        let (width, height) = img.dimensions();
+        ensure!(width > 0 && height > 0, "empty image");
+        let m = &self.meta;
+        let (iw, ih) = (m.input_width, m.input_height);
+        let plane = iw * ih;
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *guard;
+
+        let src = ImageRef::new(width, height, img.as_raw(), PixelType::U8x3)?;
+        let mut dst = Image::from_slice_u8(iw as u32, ih as u32, &mut s.resized, PixelType::U8x3)?;
+        let (l, t, rw, rh) = rect;
+        s.resizer.resize(
+            &src,
+            &mut dst,
+            &ResizeOptions::new()
+                .crop(l, t, rw, rh)
+                .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )?;
+
+        match m.color {
+            ColorMode::Gray => {
+                for (i, p) in s.resized.chunks_exact(3).enumerate() {
+                    let luma =
+                        (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0;
+                    for c in 0..m.channels {
+                        s.input[c * plane + i] = (luma - m.mean[c]) / m.std[c];
+                    }
+                }
+            }
+            ColorMode::Rgb => {
+                for (i, p) in s.resized.chunks_exact(3).enumerate() {
+                    for c in 0..3 {
+                        s.input[c * plane + i] = (p[c] as f32 / 255.0 - m.mean[c]) / m.std[c];
+                    }
+                }
+            }
+        }
+        let input = Tensor::from_shape(&m.input_shape(), &s.input)?;
+        let outputs = s
+            .state
+            .run(tvec!(input.into_tvalue()))
+            .with_context(|| format!("running {}", self.path.display()))?;
+        drop(guard);
+        let logits = outputs[0].to_plain_array_view::<f32>()?;
+        Ok(EmotionScores {
+            labels: self.labels.clone(),
+            scores: softmax(logits.iter().copied()),
+        })
+    }
+}
+
+/// The crop rectangle (left, top, width, height in pixels) for a face box: a square of side
+/// `max(w, h) · (1 + 2·margin)` centred on the box, intersected with the frame. `None` when
+/// nothing of it is inside the frame.
+pub fn face_crop_rect(
+    frame_w: u32,
+    frame_h: u32,
+    bbox: &BBox,
+    margin: f32,
+) -> Option<(f64, f64, f64, f64)> {
+    let (fw, fh) = (frame_w as f64, frame_h as f64);
+    let bw = bbox.w as f64 * fw;
+    let bh = bbox.h as f64 * fh;
+    let cx = (bbox.x as f64 + bbox.w as f64 / 2.0) * fw;
+    let cy = (bbox.y as f64 + bbox.h as f64 / 2.0) * fh;
+    let side = bw.max(bh) * (1.0 + 2.0 * margin as f64);
+    let x0 = (cx - side / 2.0).max(0.0);
+    let y0 = (cy - side / 2.0).max(0.0);
+    let x1 = (cx + side / 2.0).min(fw);
+    let y1 = (cy + side / 2.0).min(fh);
+    (x1 - x0 >= 1.0 && y1 - y0 >= 1.0 && side.is_finite()).then_some((x0, y0, x1 - x0, y1 - y0))
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: impl Iterator<Item = f32>) -> Vec<f32> {
+    let v: Vec<f32> = logits.collect();
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.into_iter().map(|x| x / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_orders() {
+        let p = softmax([1.0f32, 2.0, 3.0, 1000.0].into_iter());
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[3] > 0.999);
+        let p = softmax([0.0f32, (2.0f32).ln()].into_iter());
+        assert!((p[0] - 1.0 / 3.0).abs() < 1e-6 && (p[1] - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn crop_rect_is_square_with_margin_and_clamped() {
+        // 100×50 px box at (200, 100) in a 1000×500 frame, margin 0.1 → side 120 around (250, 125)
+        let b = BBox {
+            x: 0.2,
+            y: 0.2,
+            w: 0.1,
+            h: 0.1,
+        };
+        let (l, t, w, h) = face_crop_rect(1000, 500, &b, 0.1).unwrap();
+        assert!(
+            (l - 190.0).abs() < 1e-4 && (t - 65.0).abs() < 1e-4,
+            "{l} {t}"
+        );
+        assert!(
+            (w - 120.0).abs() < 1e-4 && (h - 120.0).abs() < 1e-4,
+            "{w} {h}"
+        );
+        // a box at the corner is clamped
+        let b = BBox {
+            x: 0.0,
+            y: 0.0,
+            w: 0.1,
+            h: 0.2,
+        };
+        let (l, t, w, h) = face_crop_rect(100, 100, &b, 0.5).unwrap();
+        assert_eq!((l, t), (0.0, 0.0));
+        assert!(
+            (w - 25.0).abs() < 1e-4 && (h - 30.0).abs() < 1e-4,
+            "{w} {h}"
+        );
+        // entirely outside
+        assert!(face_crop_rect(
+            100,
+            100,
+            &BBox {
+                x: 2.0,
+                y: 2.0,
+                w: 0.1,
+                h: 0.1
+            },
+            0.1
+        )
+        .is_none());
+    }
+}

@@ -1,0 +1,507 @@
+//! Face detection with MediaPipe's BlazeFace short-range model (`models/blazeface-short.onnx`,
+//! converted from `@mediapipe/face_detection`'s TFLite file by `models/tools/convert_blazeface.sh`).
+//!
+//! Pipeline, mirroring MediaPipe's `face_detection_short_range` graph:
+//! 1. letterbox: the frame is resized with its aspect ratio kept so that its longer side is 128
+//!    pixels, centred on a black 128×128 canvas, and scaled to [-1, 1] (NHWC);
+//! 2. the model outputs, for each of 896 SSD anchors, a score logit and 16 regressors (box
+//!    centre x, y, width, height, then 6 key points x, y), in input pixels relative to the anchor;
+//! 3. anchors follow MediaPipe's `SsdAnchorsCalculator` options for this model (4 layers, strides
+//!    8, 16, 16, 16, fixed anchor size, one aspect ratio plus the interpolated one: 2 anchors per
+//!    cell on the 16×16 grid and 2 × 3 = 6 per cell on the 8×8 grid, 512 + 384 = 896);
+//! 4. scores are sigmoids of the clipped logits, boxes/key points are decoded with scale 128,
+//!    thresholded and merged by weighted non-maximum suppression (MediaPipe's `WEIGHTED`
+//!    algorithm: overlapping detections are averaged, weighted by score) or plain NMS;
+//! 5. boxes and key points are mapped back from the letterbox to the frame, normalised (0..1).
+//!
+//! Buffers: a detector owns its resizer, pixel buffers and tract execution state behind a
+//! `Mutex`, so `detect(&self)` does not reallocate them per frame and a detector can be shared
+//! between threads (calls are serialised; load one detector per worker for parallelism).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{ensure, Context, Result};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use tract_onnx::prelude::*;
+
+use super::model::{self, PlanState};
+use super::{BBox, Face};
+
+/// Side of the square model input, pixels.
+pub const INPUT_SIZE: usize = 128;
+const NUM_ANCHORS: usize = 896;
+const NUM_COORDS: usize = 16;
+const NUM_KEYPOINTS: usize = 6;
+/// Logits are clipped to ±this before the sigmoid (MediaPipe's `score_clipping_thresh`).
+const SCORE_CLIP: f32 = 100.0;
+
+/// Detector tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorSettings {
+    /// Minimum face score (0..1) to keep a detection. MediaPipe uses 0.5.
+    pub score_threshold: f32,
+    /// Detections overlapping a better one by more than this IoU are merged / suppressed.
+    /// MediaPipe uses 0.3.
+    pub nms_iou: f32,
+    /// At most this many faces per frame, best first.
+    pub max_faces: usize,
+    /// Faces whose box is narrower than this fraction of the frame's shorter side are dropped
+    /// (0 keeps everything).
+    pub min_face_size: f32,
+    /// Weighted NMS (average of the overlapping boxes, as MediaPipe does) instead of plain NMS.
+    pub weighted_nms: bool,
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        DetectorSettings {
+            score_threshold: 0.5,
+            nms_iou: 0.3,
+            max_faces: 10,
+            min_face_size: 0.0,
+            weighted_nms: true,
+        }
+    }
+}
+
+/// An SSD anchor centre in normalised input coordinates (width and height are fixed at 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Anchor {
+    pub cx: f32,
+    pub cy: f32,
+}
+
+/// The 896 anchors of BlazeFace short range, in model output order.
+///
+/// Equivalent to MediaPipe's `SsdAnchorsCalculator` with `num_layers: 4`, `strides: [8, 16, 16,
+/// 16]`, `aspect_ratios: [1.0]`, `interpolated_scale_aspect_ratio: 1.0`, `anchor_offset: 0.5`,
+/// `fixed_anchor_size: true`: consecutive layers with the same stride share a grid, each layer
+/// adds 2 anchors per cell, all with the same centre.
+pub fn anchors() -> Vec<Anchor> {
+    let strides = [8usize, 16, 16, 16];
+    let mut out = Vec::with_capacity(NUM_ANCHORS);
+    let mut layer = 0;
+    while layer < strides.len() {
+        let stride = strides[layer];
+        let mut same = 0;
+        while layer + same < strides.len() && strides[layer + same] == stride {
+            same += 1;
+        }
+        let per_cell = 2 * same;
+        let grid = INPUT_SIZE.div_ceil(stride);
+        for y in 0..grid {
+            for x in 0..grid {
+                let a = Anchor {
+                    cx: (x as f32 + 0.5) / grid as f32,
+                    cy: (y as f32 + 0.5) / grid as f32,
+                };
+                out.extend(std::iter::repeat_n(a, per_cell));
+            }
+        }
+        layer += same;
+    }
+    out
+}
+
+/// How the frame sits in the 128×128 letterbox: the frame occupies `w`×`h` pixels at
+/// (`left`, `top`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    pub left: u32,
+    pub top: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl Letterbox {
+    pub fn for_frame(width: u32, height: u32) -> Letterbox {
+        let s = INPUT_SIZE as f64;
+        let scale = s / width.max(height) as f64;
+        let w = ((width as f64 * scale).round() as u32).clamp(1, INPUT_SIZE as u32);
+        let h = ((height as f64 * scale).round() as u32).clamp(1, INPUT_SIZE as u32);
+        Letterbox {
+            left: (INPUT_SIZE as u32 - w) / 2,
+            top: (INPUT_SIZE as u32 - h) / 2,
+            w,
+            h,
+        }
+    }
+
+    /// Maps a point from normalised letterbox coordinates to normalised frame coordinates.
+    pub fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
+        let s = INPUT_SIZE as f32;
+        (
+            (x * s - self.left as f32) / self.w as f32,
+            (y * s - self.top as f32) / self.h as f32,
+        )
+    }
+
+    /// Maps a length along x / y from letterbox to frame units.
+    pub fn scale(&self) -> (f32, f32) {
+        let s = INPUT_SIZE as f32;
+        (s / self.w as f32, s / self.h as f32)
+    }
+}
+
+/// A decoded candidate in normalised letterbox coordinates.
+#[derive(Debug, Clone, PartialEq)]
+struct Candidate {
+    bbox: BBox,
+    score: f32,
+    keypoints: [(f32, f32); NUM_KEYPOINTS],
+}
+
+struct Scratch {
+    resizer: Resizer,
+    /// Resized frame, `letterbox.w × letterbox.h` RGB.
+    resized: Vec<u8>,
+    /// Model input, 128×128×3 in [-1, 1].
+    input: Vec<f32>,
+    state: PlanState,
+}
+
+/// BlazeFace face detector. Load once, call [`FaceDetector::detect`] per frame.
+pub struct FaceDetector {
+    anchors: Vec<Anchor>,
+    settings: DetectorSettings,
+    /// Output index of the `[1, 896, 16]` regressors and of the `[1, 896, 1]` scores.
+    regressors_ix: usize,
+    scores_ix: usize,
+    scratch: Mutex<Scratch>,
+}
+
+impl std::fmt::Debug for FaceDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaceDetector")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl FaceDetector {
+    /// Loads and optimizes the BlazeFace short-range ONNX model.
+    pub fn load(path: impl AsRef<Path>, settings: DetectorSettings) -> Result<Self> {
+        let path = path.as_ref();
+        ensure!(
+            (0.0..=1.0).contains(&settings.score_threshold)
+                && (0.0..=1.0).contains(&settings.nms_iou),
+            "detector settings: score_threshold and nms_iou must be within 0..=1"
+        );
+        let m = model::load(path, &[1, INPUT_SIZE, INPUT_SIZE, 3])
+            .with_context(|| format!("loading face detector {}", path.display()))?;
+        let find = |last: usize| {
+            m.output_shapes
+                .iter()
+                .position(|s| s.as_slice() == [1, NUM_ANCHORS, last])
+        };
+        let (Some(regressors_ix), Some(scores_ix)) = (find(NUM_COORDS), find(1)) else {
+            anyhow::bail!(
+                "{}: not a BlazeFace short-range model: outputs {:?}, expected [1, 896, 16] and \
+                 [1, 896, 1]",
+                path.display(),
+                m.output_shapes
+            );
+        };
+        let state = PlanState::new(&m.plan)?;
+        Ok(FaceDetector {
+            anchors: anchors(),
+            settings,
+            regressors_ix,
+            scores_ix,
+            scratch: Mutex::new(Scratch {
+                resizer: Resizer::new(),
+                resized: Vec::new(),
+                input: vec![0.0; INPUT_SIZE * INPUT_SIZE * 3],
+                state,
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &DetectorSettings {
+        &self.settings
+    }
+
+    pub fn set_settings(&mut self, settings: DetectorSettings) {
+        self.settings = settings;
+    }
+
+    /// Finds faces in `img`, best score first. Boxes and key points are normalised to the frame.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
+        let (width, height) = img.dimensions();
+        ensure!(width > 0 && height > 0, "empty image");
+        let lb = Letterbox::for_frame(width, height);
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let scratch = &mut *guard;
+
+        // 1. Letterbox into the model input.
+        scratch.resized.resize((lb.w * lb.h * 3) as usize, 0);
+        let src = ImageRef::new(width, height, img.as_raw(), PixelType::U8x3)?;
+        let mut dst = Image::from_slice_u8(lb.w, lb.h, &mut scratch.resized, PixelType::U8x3)?;
+        scratch.resizer.resize(
+            &src,
+            &mut dst,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )?;
+        scratch.input.fill(-1.0);
+        let row = lb.w as usize * 3;
+        for y in 0..lb.h as usize {
+            let src_row = &scratch.resized[y * row..(y + 1) * row];
+            let start = ((lb.top as usize + y) * INPUT_SIZE + lb.left as usize) * 3;
+            for (d, &p) in scratch.input[start..start + row].iter_mut().zip(src_row) {
+                *d = p as f32 * (2.0 / 255.0) - 1.0;
+            }
+        }
+
+        // 2. Run the model.
+        let input = Tensor::from_shape(&[1, INPUT_SIZE, INPUT_SIZE, 3], &scratch.input)?;
+        let outputs = scratch.state.run(tvec!(input.into_tvalue()))?;
+        drop(guard);
+        let regressors = outputs[self.regressors_ix].to_plain_array_view::<f32>()?;
+        let logits = outputs[self.scores_ix].to_plain_array_view::<f32>()?;
+        let regressors = regressors.as_slice().context("regressors not contiguous")?;
+        let logits = logits.as_slice().context("scores not contiguous")?;
+
+        // 3. Decode, threshold, suppress.
+        let candidates = self.decode(regressors, logits);
+        let merged = if self.settings.weighted_nms {
+            weighted_nms(candidates, self.settings.nms_iou)
+        } else {
+            plain_nms(candidates, self.settings.nms_iou)
+        };
+
+        // 4. Back to frame coordinates.
+        let min_side = width.min(height) as f32;
+        let mut faces = Vec::new();
+        for c in merged {
+            let (x0, y0) = lb.to_frame(c.bbox.x, c.bbox.y);
+            let (x1, y1) = lb.to_frame(c.bbox.x + c.bbox.w, c.bbox.y + c.bbox.h);
+            let (x0, y0, x1, y1) = (x0.max(0.0), y0.max(0.0), x1.min(1.0), y1.min(1.0));
+            if x1 <= x0 || y1 <= y0 {
+                continue;
+            }
+            if (x1 - x0) * (width as f32) < self.settings.min_face_size * min_side {
+                continue;
+            }
+            faces.push(Face {
+                bbox: BBox {
+                    x: x0,
+                    y: y0,
+                    w: x1 - x0,
+                    h: y1 - y0,
+                },
+                score: c.score,
+                keypoints: c
+                    .keypoints
+                    .iter()
+                    .map(|&(x, y)| lb.to_frame(x, y))
+                    .collect(),
+            });
+            if faces.len() >= self.settings.max_faces {
+                break;
+            }
+        }
+        Ok(faces)
+    }
+
+    /// Candidates above the score threshold, best first, in normalised letterbox coordinates.
+    fn decode(&self, regressors: &[f32], logits: &[f32]) -> Vec<Candidate> {
+        let s = INPUT_SIZE as f32;
+        let mut out = Vec::new();
+        for (i, (a, &logit)) in self.anchors.iter().zip(logits).enumerate() {
+            let score = 1.0 / (1.0 + (-logit.clamp(-SCORE_CLIP, SCORE_CLIP)).exp());
+            if score < self.settings.score_threshold {
+                continue;
+            }
+            let r = &regressors[i * NUM_COORDS..(i + 1) * NUM_COORDS];
+            let cx = r[0] / s + a.cx;
+            let cy = r[1] / s + a.cy;
+            let w = r[2] / s;
+            let h = r[3] / s;
+            if !(w > 0.0 && h > 0.0 && cx.is_finite() && cy.is_finite()) {
+                continue;
+            }
+            let mut keypoints = [(0.0, 0.0); NUM_KEYPOINTS];
+            for (k, kp) in keypoints.iter_mut().enumerate() {
+                *kp = (r[4 + 2 * k] / s + a.cx, r[5 + 2 * k] / s + a.cy);
+            }
+            out.push(Candidate {
+                bbox: BBox {
+                    x: cx - w / 2.0,
+                    y: cy - h / 2.0,
+                    w,
+                    h,
+                },
+                score,
+                keypoints,
+            });
+        }
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        out
+    }
+}
+
+/// Plain NMS: keep the best, drop everything overlapping it by more than `iou`, repeat.
+/// `candidates` must be sorted best first.
+fn plain_nms(candidates: Vec<Candidate>, iou: f32) -> Vec<Candidate> {
+    let mut kept: Vec<Candidate> = Vec::new();
+    for c in candidates {
+        if kept.iter().all(|k| k.bbox.iou(&c.bbox) <= iou) {
+            kept.push(c);
+        }
+    }
+    kept
+}
+
+/// MediaPipe's weighted NMS: the best remaining candidate and every remaining candidate that
+/// overlaps it by more than `iou` are merged into one detection whose box and key points are the
+/// score-weighted mean of the group and whose score is the best one. `candidates` must be sorted
+/// best first.
+fn weighted_nms(mut remaining: Vec<Candidate>, iou: f32) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        let best = remaining[0].bbox;
+        let (group, rest): (Vec<Candidate>, Vec<Candidate>) = remaining
+            .into_iter()
+            .partition(|c| best.iou(&c.bbox) > iou || c.bbox == best);
+        remaining = rest;
+        let total: f32 = group.iter().map(|c| c.score).sum();
+        let mut merged = group[0].clone();
+        if group.len() > 1 && total > 0.0 {
+            let (mut x0, mut y0, mut x1, mut y1) = (0.0, 0.0, 0.0, 0.0);
+            let mut kps = [(0.0f32, 0.0f32); NUM_KEYPOINTS];
+            for c in &group {
+                let wgt = c.score / total;
+                x0 += c.bbox.x * wgt;
+                y0 += c.bbox.y * wgt;
+                x1 += (c.bbox.x + c.bbox.w) * wgt;
+                y1 += (c.bbox.y + c.bbox.h) * wgt;
+                for (m, k) in kps.iter_mut().zip(&c.keypoints) {
+                    m.0 += k.0 * wgt;
+                    m.1 += k.1 * wgt;
+                }
+            }
+            merged.bbox = BBox {
+                x: x0,
+                y: y0,
+                w: x1 - x0,
+                h: y1 - y0,
+            };
+            merged.keypoints = kps;
+        }
+        out.push(merged);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchor_layout_matches_mediapipe() {
+        let a = anchors();
+        assert_eq!(a.len(), NUM_ANCHORS);
+        // 16×16 grid, 2 per cell, first cell centre at (0.5/16, 0.5/16).
+        assert_eq!(
+            a[0],
+            Anchor {
+                cx: 0.5 / 16.0,
+                cy: 0.5 / 16.0
+            }
+        );
+        assert_eq!(a[1], a[0]);
+        assert_eq!(
+            a[2],
+            Anchor {
+                cx: 1.5 / 16.0,
+                cy: 0.5 / 16.0
+            }
+        );
+        assert_eq!(
+            a[511],
+            Anchor {
+                cx: 15.5 / 16.0,
+                cy: 15.5 / 16.0
+            }
+        );
+        // then the 8×8 grid with 6 per cell
+        assert_eq!(
+            a[512],
+            Anchor {
+                cx: 0.5 / 8.0,
+                cy: 0.5 / 8.0
+            }
+        );
+        assert_eq!(a[517], a[512]);
+        assert_eq!(
+            a[518],
+            Anchor {
+                cx: 1.5 / 8.0,
+                cy: 0.5 / 8.0
+            }
+        );
+        assert_eq!(
+            a[895],
+            Anchor {
+                cx: 7.5 / 8.0,
+                cy: 7.5 / 8.0
+            }
+        );
+    }
+
+    #[test]
+    fn letterbox_round_trip() {
+        let lb = Letterbox::for_frame(640, 480);
+        assert_eq!(
+            lb,
+            Letterbox {
+                left: 0,
+                top: 16,
+                w: 128,
+                h: 96
+            }
+        );
+        // the frame's corners map to 0 and 1
+        let (x, y) = lb.to_frame(0.0, 16.0 / 128.0);
+        assert!((x - 0.0).abs() < 1e-6 && (y - 0.0).abs() < 1e-6);
+        let (x, y) = lb.to_frame(1.0, 112.0 / 128.0);
+        assert!((x - 1.0).abs() < 1e-6 && (y - 1.0).abs() < 1e-6);
+        let lb = Letterbox::for_frame(300, 900);
+        assert_eq!((lb.w, lb.h, lb.top), (43, 128, 0));
+        assert_eq!(lb.left, (128 - 43) / 2);
+    }
+
+    fn cand(x: f32, score: f32) -> Candidate {
+        Candidate {
+            bbox: BBox {
+                x,
+                y: 0.0,
+                w: 0.2,
+                h: 0.2,
+            },
+            score,
+            keypoints: [(x, 0.0); NUM_KEYPOINTS],
+        }
+    }
+
+    #[test]
+    fn nms_merges_overlaps_and_keeps_separate_faces() {
+        let cands = vec![cand(0.10, 0.9), cand(0.12, 0.6), cand(0.6, 0.8)];
+        let plain = plain_nms(cands.clone(), 0.3);
+        assert_eq!(plain.len(), 2);
+        assert_eq!(plain[0], cands[0]);
+        assert_eq!(plain[1], cands[2]);
+        let w = weighted_nms(cands, 0.3);
+        assert_eq!(w.len(), 2);
+        // weighted mean of 0.10 (0.9) and 0.12 (0.6): 0.108
+        assert!((w[0].bbox.x - 0.108).abs() < 1e-6, "{:?}", w[0].bbox);
+        assert!((w[0].keypoints[0].0 - 0.108).abs() < 1e-6);
+        assert_eq!(w[0].score, 0.9);
+        assert_eq!(w[1].bbox.x, 0.6);
+    }
+}

@@ -1,0 +1,129 @@
+//! Bad configuration is rejected before anything starts, with a message naming the culprit.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs `emonet <cmd> --config <file with text>`; returns (exit ok, stderr).
+fn emonet(cmd: &str, text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
+        .args([cmd, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
+}
+
+fn valid_base() -> String {
+    let repo = repo();
+    format!(
+        "[camera]\nsource = \"replay\"\n[replay]\npath = \"{}\"\n[detector]\nmodel = \"{}\"\n[classifier]\nmodel = \"{}\"\n",
+        repo.join("samples/frames").display(),
+        repo.join("models/blazeface-short.onnx").display(),
+        repo.join("models/emotion-mnv2-int8.onnx").display()
+    )
+}
+
+#[test]
+fn check_accepts_the_shipped_configs() {
+    for cfg in ["samples/demo.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
+            .args(["check", "--config"])
+            .arg(repo().join(cfg))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{cfg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("is valid") && stdout.contains("[mqtt]"),
+            "{stdout}"
+        );
+    }
+    let (ok, err, _) = emonet("check", &valid_base());
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn unknown_key_is_named_with_the_file() {
+    for cmd in ["check", "run"] {
+        let (ok, err, file) = emonet(cmd, &format!("{}[mqtt]\nprot = 1883\n", valid_base()));
+        assert!(!ok);
+        assert!(err.contains("mqtt.prot") && err.contains(&file), "{err}");
+    }
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let (ok, err, file) = emonet("check", "[mqtt]\nport = \"eighteen\"\n");
+    assert!(!ok);
+    assert!(err.contains("port") && err.contains(&file), "{err}");
+    let (ok, err, file) = emonet("check", "[camera\nsource = 1\n");
+    assert!(!ok);
+    assert!(
+        err.contains(&file),
+        "TOML syntax error must name the file: {err}"
+    );
+}
+
+#[test]
+fn missing_model_file_is_named() {
+    let text = valid_base().replace("emotion-mnv2-int8.onnx", "no-such-model.onnx");
+    for cmd in ["check", "run"] {
+        let (ok, err, _) = emonet(cmd, &text);
+        assert!(!ok);
+        assert!(
+            err.contains("classifier.model") && err.contains("no-such-model.onnx"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_camera_device_is_named() {
+    let base = valid_base().replace("source = \"replay\"", "source = \"v4l2\"");
+    for device in ["/dev/video-missing", "/dev/null"] {
+        let text = base.replace("[camera]\n", &format!("[camera]\ndevice = \"{device}\"\n"));
+        let (ok, err, _) = emonet("run", &text);
+        assert!(!ok, "{device}");
+        assert!(err.contains(device) && err.contains("camera"), "{err}");
+    }
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
+        .args(["check", "--config", "/nonexistent/emonet.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/emonet.toml"));
+}
+
+#[test]
+fn devices_reports_none_found_without_cameras() {
+    let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
+        .arg("devices")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if std::path::Path::new("/dev/video0").exists() {
+        eprintln!("skipping the 'none found' check: this machine has /dev/video0");
+        assert!(stdout.contains("/dev/video"));
+    } else {
+        assert!(stdout.contains("no V4L2 devices found"), "{stdout}");
+    }
+}

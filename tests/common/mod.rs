@@ -1,0 +1,340 @@
+//! Test harness: a real MQTT broker on a random loopback port, a recording subscriber, and the
+//! real `emonet` binary run as a child process.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, up: bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() == up {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!(
+        "broker port {port} did not become {}",
+        if up { "ready" } else { "free" }
+    );
+}
+
+/// A broker process: Debian's mosquitto when installed (CI installs it), otherwise emonet's own
+/// embedded broker (rumqttd) started as a separate process by `emonet broker`.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin")])
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn kind() -> &'static str {
+        if which("mosquitto").is_some() {
+            "mosquitto"
+        } else {
+            "emonet broker (rumqttd)"
+        }
+    }
+
+    fn spawn(&mut self) {
+        let child = match which("mosquitto") {
+            Some(mosquitto) => {
+                let conf = self.dir.path().join("mosquitto.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n",
+                        self.port
+                    ),
+                )
+                .unwrap();
+                Command::new(mosquitto)
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start mosquitto")
+            }
+            None => {
+                eprintln!("note: mosquitto not installed; using `emonet broker` (rumqttd) as the test broker");
+                Command::new(env!("CARGO_BIN_EXE_emonet"))
+                    .args(["broker", "--listen", &format!("127.0.0.1:{}", self.port)])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start emonet broker")
+            }
+        };
+        self.child = Some(child);
+        wait_port(self.port, true);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        wait_port(self.port, false);
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+    pub at: Instant,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on {} is not JSON ({e}): {}",
+                self.topic, self.payload
+            )
+        })
+    }
+}
+
+/// Records every message on a topic filter, reconnecting (and re-subscribing) by itself.
+pub struct Subscriber {
+    pub msgs: Arc<Mutex<Vec<Msg>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str) -> Subscriber {
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m, s, filter) = (msgs.clone(), stop.clone(), filter.to_string());
+        let id = format!("test-sub-{}", free_port());
+        let ready = Arc::new(std::sync::Barrier::new(2));
+        let ready2 = ready.clone();
+        std::thread::spawn(move || {
+            let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+            opts.set_keep_alive(Duration::from_secs(5));
+            let (client, mut conn) = rumqttc::Client::new(opts, 10);
+            let mut signalled = false;
+            for ev in conn.iter() {
+                if s.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match ev {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        client
+                            .subscribe(filter.as_str(), rumqttc::QoS::AtLeastOnce)
+                            .unwrap();
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        if !signalled {
+                            signalled = true;
+                            ready2.wait();
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        m.lock().unwrap().push(Msg {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            retain: p.retain,
+                            at: Instant::now(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready.wait();
+        Subscriber { msgs, stop }
+    }
+
+    pub fn all(&self) -> Vec<Msg> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for some message; returns it.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let t0 = Instant::now();
+        loop {
+            if let Some(m) = self.msgs.lock().unwrap().iter().find(|m| pred(m)) {
+                return m.clone();
+            }
+            if t0.elapsed() > timeout {
+                let seen: Vec<String> = self
+                    .all()
+                    .iter()
+                    .rev()
+                    .take(10)
+                    .map(|m| format!("{} {}", m.topic, m.payload))
+                    .collect();
+                panic!("timed out after {timeout:?} waiting for {what}; last messages: {seen:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Writes a daemon config for a test: replayed frames, the shipped models, a broker port.
+pub fn write_config(dir: &Path, port: u16, frames: &Path, extra: &str) -> PathBuf {
+    let repo = repo();
+    let path = dir.join("emonet.toml");
+    let mut f = std::fs::File::create(&path).unwrap();
+    write!(
+        f,
+        r#"device_id = "test"
+[camera]
+source = "replay"
+[replay]
+path = "{}"
+fps = 10.0
+loop = true
+[detector]
+model = "{}"
+[classifier]
+model = "{}"
+[tracker]
+max_missed = 3
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+stats_interval_secs = 1
+reconnect_initial_ms = 100
+reconnect_max_ms = 500
+{extra}
+"#,
+        frames.display(),
+        repo.join("models/blazeface-short.onnx").display(),
+        repo.join("models/emotion-mnv2-int8.onnx").display(),
+    )
+    .unwrap();
+    path
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, envs: &[(&str, &str)]) -> Daemon {
+        let stderr_path = config.with_extension("log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_emonet"))
+            .args(["run", "--config"])
+            .arg(config)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start emonet");
+        Daemon { child, stderr_path }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit; panics (after killing it) if it takes longer than `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if t0.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "emonet did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

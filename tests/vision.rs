@@ -1,0 +1,247 @@
+//! The shipped vision models on real photos: BlazeFace finds the astronaut's face (and none on
+//! a cup of coffee), the emotion classifier calls her smile `happy`, and `emonet classify`'s
+//! library path reports the same as JSON.
+//!
+//! Test images (tests/data): `astronaut.png` (Eileen Collins, NASA, public domain) and
+//! `coffee.png` (scikit-image data, BSD-3).
+
+use std::path::{Path, PathBuf};
+
+use emonet::classify_cmd::{self, ClassifyArgs};
+use emonet::vision::{DetectorSettings, EmotionClassifier, Face, FaceDetector};
+use image::RgbImage;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn detector() -> FaceDetector {
+    FaceDetector::load(
+        root().join("models/blazeface-short.onnx"),
+        DetectorSettings::default(),
+    )
+    .expect("load detector")
+}
+
+fn classifier() -> EmotionClassifier {
+    let p = root().join("models/emotion-mnv2-int8.onnx");
+    EmotionClassifier::load(&p).unwrap_or_else(|e| panic!("load {}: {e:#}", p.display()))
+}
+
+fn load(name: &str) -> RgbImage {
+    image::open(root().join("tests/data").join(name))
+        .expect("test image")
+        .to_rgb8()
+}
+
+fn center(f: &Face) -> (f32, f32) {
+    (f.bbox.x + f.bbox.w / 2.0, f.bbox.y + f.bbox.h / 2.0)
+}
+
+/// The astronaut's face spans about x 170..280, y 60..190 of the 512×512 photo.
+fn assert_astronaut_face(f: &Face) {
+    let (cx, cy) = center(f);
+    assert!((0.38..0.50).contains(&cx), "face centre x {cx}: {f:?}");
+    assert!((0.17..0.32).contains(&cy), "face centre y {cy}: {f:?}");
+    assert!(
+        (0.12..0.35).contains(&f.bbox.w),
+        "face width {}: {f:?}",
+        f.bbox.w
+    );
+    assert!(
+        (0.12..0.35).contains(&f.bbox.h),
+        "face height {}: {f:?}",
+        f.bbox.h
+    );
+    assert!(f.score > 0.7, "score {}", f.score);
+    assert_eq!(f.keypoints.len(), 6);
+    // eyes (key points 0, 1) inside the box, in its upper half, the subject's right eye on the
+    // image's left; mouth (3) below the eyes
+    let (re, le, mouth) = (f.keypoints[0], f.keypoints[1], f.keypoints[3]);
+    for (x, y) in [re, le, mouth] {
+        assert!(x > f.bbox.x && x < f.bbox.x + f.bbox.w, "{f:?}");
+        assert!(y > f.bbox.y && y < f.bbox.y + f.bbox.h, "{f:?}");
+    }
+    assert!(re.0 < le.0, "{f:?}");
+    assert!(mouth.1 > re.1 && mouth.1 > le.1, "{f:?}");
+}
+
+#[test]
+fn detects_the_astronaut() {
+    let faces = detector().detect(&load("astronaut.png")).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:#?}");
+    assert_astronaut_face(&faces[0]);
+}
+
+#[test]
+fn no_face_in_coffee() {
+    let faces = detector().detect(&load("coffee.png")).unwrap();
+    assert!(faces.is_empty(), "{faces:#?}");
+}
+
+/// Letterboxing maps back correctly: the astronaut pasted into a wide and a tall canvas (and
+/// scaled) is found at the corresponding place.
+#[test]
+fn boxes_map_back_through_the_letterbox() {
+    let astro = load("astronaut.png");
+    let det = detector();
+    let reference = det.detect(&astro).unwrap().remove(0);
+    let (rx, ry) = center(&reference);
+
+    // 1024×512 canvas, photo on the right half
+    let mut wide = RgbImage::from_pixel(1024, 512, image::Rgb([90, 90, 90]));
+    image::imageops::replace(&mut wide, &astro, 512, 0);
+    let faces = det.detect(&wide).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:#?}");
+    let (cx, cy) = center(&faces[0]);
+    assert!(
+        (cx - (0.5 + rx / 2.0)).abs() < 0.02,
+        "x {cx} vs {}",
+        0.5 + rx / 2.0
+    );
+    assert!((cy - ry).abs() < 0.03, "y {cy} vs {ry}");
+    assert!((faces[0].bbox.w - reference.bbox.w / 2.0).abs() < 0.03);
+
+    // 300×700 canvas, photo scaled to 300×300 at y = 200
+    let small = image::imageops::resize(&astro, 300, 300, image::imageops::FilterType::Triangle);
+    let mut tall = RgbImage::from_pixel(300, 700, image::Rgb([200, 200, 200]));
+    image::imageops::replace(&mut tall, &small, 0, 200);
+    let faces = det.detect(&tall).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:#?}");
+    let (cx, cy) = center(&faces[0]);
+    let want_y = (200.0 + ry * 300.0) / 700.0;
+    assert!((cx - rx).abs() < 0.03, "x {cx} vs {rx}");
+    assert!((cy - want_y).abs() < 0.02, "y {cy} vs {want_y}");
+}
+
+#[test]
+fn settings_limit_and_threshold() {
+    let img = load("astronaut.png");
+    let mut det = detector();
+    det.set_settings(DetectorSettings {
+        score_threshold: 0.999,
+        ..DetectorSettings::default()
+    });
+    assert!(det.detect(&img).unwrap().is_empty());
+    det.set_settings(DetectorSettings {
+        score_threshold: 0.5,
+        max_faces: 0,
+        ..DetectorSettings::default()
+    });
+    assert!(det.detect(&img).unwrap().is_empty());
+    det.set_settings(DetectorSettings {
+        weighted_nms: false,
+        ..DetectorSettings::default()
+    });
+    let faces = det.detect(&img).unwrap();
+    assert_eq!(faces.len(), 1);
+    assert_astronaut_face(&faces[0]);
+}
+
+#[test]
+fn classifier_metadata_is_read() {
+    let c = classifier();
+    let m = c.meta();
+    assert!(m.labels.len() == 7 || m.labels.len() == 8, "{:?}", m.labels);
+    for l in [
+        "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise",
+    ] {
+        assert!(
+            m.labels.iter().any(|x| x == l),
+            "missing {l} in {:?}",
+            m.labels
+        );
+    }
+    assert!(!m.name.is_empty());
+    assert_eq!(m.mean.len(), m.channels);
+}
+
+#[test]
+fn smiling_astronaut_is_happy() {
+    let img = load("astronaut.png");
+    let faces = detector().detect(&img).unwrap();
+    assert_eq!(faces.len(), 1);
+    let scores = classifier().classify_face(&img, &faces[0]).unwrap();
+    assert!((scores.scores.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    assert_eq!(scores.top_label(), "happy", "{scores:?}");
+    assert!(scores.top().1 > 0.5, "{scores:?}");
+}
+
+#[test]
+fn classify_crop_matches_face_path_on_the_same_region() {
+    // Crop the face by hand (the square classify_face uses) and classify it as a crop: same
+    // answer, close probabilities.
+    let img = load("astronaut.png");
+    let c = classifier();
+    let face = detector().detect(&img).unwrap().remove(0);
+    let (l, t, w, h) = emonet::vision::classify::face_crop_rect(
+        img.width(),
+        img.height(),
+        &face.bbox,
+        c.meta().face_margin,
+    )
+    .unwrap();
+    let crop = image::imageops::crop_imm(&img, l as u32, t as u32, w as u32, h as u32).to_image();
+    let a = c.classify_crop(&crop).unwrap();
+    let b = c.classify_face(&img, &face).unwrap();
+    assert_eq!(a.top_label(), b.top_label());
+    assert!((a.top().1 - b.top().1).abs() < 0.1, "{a:?} vs {b:?}");
+}
+
+#[test]
+fn detector_file_is_not_a_classifier() {
+    let p = root().join("models/blazeface-short.onnx");
+    let e = format!("{:#}", EmotionClassifier::load(&p).unwrap_err());
+    assert!(
+        e.contains("blazeface-short.onnx") && e.contains("emonet.labels"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        EmotionClassifier::load(Path::new("/nonexistent/m.onnx")).unwrap_err()
+    );
+    assert!(e.contains("/nonexistent/m.onnx"), "{e}");
+}
+
+#[test]
+fn classify_image_json_and_errors() {
+    let det = detector();
+    let cls = classifier();
+    let r =
+        classify_cmd::classify_image(&det, &cls, &root().join("tests/data/astronaut.png")).unwrap();
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["width"], 512);
+    assert_eq!(v["height"], 512);
+    let faces = v["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1);
+    let f = &faces[0];
+    for k in ["x", "y", "w", "h"] {
+        let x = f["box"][k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{k} = {x}");
+    }
+    assert_eq!(f["emotion"], "happy");
+    let scores = f["scores"].as_object().unwrap();
+    assert_eq!(scores.len(), cls.meta().labels.len());
+    assert_eq!(f["confidence"], scores["happy"]);
+
+    let r =
+        classify_cmd::classify_image(&det, &cls, &root().join("tests/data/coffee.png")).unwrap();
+    assert!(r.faces.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, b"definitely not a png").unwrap();
+    assert!(classify_cmd::classify_image(&det, &cls, &bad).is_err());
+
+    // run(): prints lines, then fails because one image failed
+    let args = ClassifyArgs {
+        images: vec![root().join("tests/data/coffee.png"), bad],
+        model: root().join("models/emotion-mnv2-int8.onnx"),
+        detector: root().join("models/blazeface-short.onnx"),
+        score_threshold: 0.5,
+        nms_iou: 0.3,
+        max_faces: 10,
+    };
+    let e = classify_cmd::run(&args).unwrap_err().to_string();
+    assert!(e.contains("1 of 2"), "{e}");
+}
