@@ -16,7 +16,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/emonet/emonet.toml";
 /// Prefix of environment overrides; sections and keys are separated by `__`.
 pub const ENV_PREFIX: &str = "EMONET";
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Identifies this device in MQTT topics and payloads. Empty: the host name.
@@ -147,22 +147,6 @@ pub struct BrokerConfig {
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            device_id: String::new(),
-            camera: CameraSettings::default(),
-            replay: ReplaySettings::default(),
-            detector: DetectorConfig::default(),
-            classifier: ClassifierConfig::default(),
-            tracker: TrackerConfig::default(),
-            mqtt: MqttConfig::default(),
-            broker: BrokerConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for CameraSettings {

@@ -207,6 +207,11 @@ pub fn run(settings: Settings, echo: bool) -> Result<()> {
     .collect();
 
     runtime.block_on(async {
+        // Handlers first: a SIGTERM right after READY must already mean a clean stop.
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install the SIGTERM handler")?;
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot install the SIGINT handler")?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         let watchdog = sd_notify::watchdog_enabled();
         let mut watchdog_tick = tokio::time::interval(
@@ -215,12 +220,10 @@ pub fn run(settings: Settings, echo: bool) -> Result<()> {
         let mut stats_tick =
             tokio::time::interval(Duration::from_secs(settings.mqtt.stats_interval_secs.max(1)));
         stats_tick.tick().await;
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot install the SIGTERM handler")?;
         loop {
             tokio::select! {
                 _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
-                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: shutting down"); break; }
+                _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
                 _ = worker_done.notified() => { log::info!("no more frames: shutting down"); break; }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     // Only pet the watchdog while the worker is alive: a wedged model run

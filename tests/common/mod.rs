@@ -43,6 +43,14 @@ pub struct Broker {
     dir: tempfile::TempDir,
 }
 
+/// mosquitto, unless EMONET_TEST_BROKER=rumqttd asks for the embedded broker.
+fn mosquitto() -> Option<PathBuf> {
+    if std::env::var("EMONET_TEST_BROKER").as_deref() == Ok("rumqttd") {
+        return None;
+    }
+    which("mosquitto")
+}
+
 pub fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -64,7 +72,7 @@ impl Broker {
     }
 
     pub fn kind() -> &'static str {
-        if which("mosquitto").is_some() {
+        if mosquitto().is_some() {
             "mosquitto"
         } else {
             "emonet broker (rumqttd)"
@@ -72,7 +80,7 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let child = match which("mosquitto") {
+        let child = match mosquitto() {
             Some(mosquitto) => {
                 let conf = self.dir.path().join("mosquitto.conf");
                 std::fs::write(
