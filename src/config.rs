@@ -122,6 +122,9 @@ pub struct MqttConfig {
     pub stats_interval_secs: u64,
     pub reconnect_initial_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Publish Home Assistant MQTT discovery for this device (re-sent when HA restarts).
+    pub homeassistant: bool,
+    pub discovery_prefix: String,
     pub tls: TlsConfig,
 }
 
@@ -223,6 +226,8 @@ impl Default for MqttConfig {
             stats_interval_secs: 30,
             reconnect_initial_ms: 250,
             reconnect_max_ms: 10_000,
+            homeassistant: false,
+            discovery_prefix: "homeassistant".into(),
             tls: TlsConfig::default(),
         }
     }

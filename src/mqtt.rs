@@ -158,6 +158,57 @@ struct Handed {
     qos: QoS,
 }
 
+/// Home Assistant discovery: (config topic, retained config payload) for the device's sensors.
+/// They read the retained `state` topic, so HA needs nothing else from us.
+pub fn homeassistant_discovery(
+    prefix: &str,
+    device_id: &str,
+    topics: &Topics,
+) -> Vec<(String, Vec<u8>)> {
+    let node = format!(
+        "emonet_{}",
+        device_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let device = serde_json::json!({
+        "identifiers": [node],
+        "name": format!("emonet {device_id}"),
+        "model": "emonet",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    let sensor = |key: &str, name: &str, template: &str, extra: serde_json::Value| {
+        let mut cfg = serde_json::json!({
+            "name": name,
+            "unique_id": format!("{node}_{key}"),
+            "object_id": format!("{node}_{key}"),
+            "state_topic": topics.state,
+            "value_template": template,
+            "availability_topic": topics.availability,
+            "device": device,
+        });
+        if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        (
+            format!("{prefix}/sensor/{node}/{key}/config"),
+            serde_json::to_vec(&cfg).unwrap_or_default(),
+        )
+    };
+    vec![
+        sensor(
+            "emotion",
+            "Emotion",
+            "{{ value_json.faces[0].emotion if value_json.faces | length > 0 else 'none' }}",
+            serde_json::json!({"icon": "mdi:emoticon-outline"}),
+        ),
+        sensor(
+            "faces",
+            "Faces in view",
+            "{{ value_json.faces | length }}",
+            serde_json::json!({"icon": "mdi:account-group", "state_class": "measurement"}),
+        ),
+    ]
+}
+
 /// How many publishes may be in rumqttc's hands at once; the rest wait in the [`Outbox`].
 const MAX_HANDED: usize = 32;
 
@@ -200,6 +251,11 @@ pub async fn run_publisher(
     let mut ever_connected = false;
     let mut handed: VecDeque<Handed> = VecDeque::new();
     let mut awaiting: VecDeque<(u16, Vec<u8>)> = VecDeque::new();
+    let ha_status = format!("{}/status", cfg.discovery_prefix);
+    let discovery = cfg
+        .homeassistant
+        .then(|| homeassistant_discovery(&cfg.discovery_prefix, &device_id, &topics))
+        .unwrap_or_default();
 
     let publish = |handed: &mut VecDeque<Handed>,
                    topic: &str,
@@ -273,6 +329,18 @@ pub async fn run_publisher(
                     publish(&mut handed, &topics.availability, QoS::AtLeastOnce, true, ONLINE.into(), false);
                     if let Some(state) = outbox.take_state(true) {
                         publish(&mut handed, &topics.state, QoS::AtLeastOnce, true, state, false);
+                    }
+                    if cfg.homeassistant {
+                        let _ = client.try_subscribe(ha_status.as_str(), QoS::AtLeastOnce);
+                        for (topic, payload) in &discovery {
+                            publish(&mut handed, topic, QoS::AtLeastOnce, true, payload.clone(), false);
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ha_status && &p.payload[..] == b"online" => {
+                    // Home Assistant restarted and lost its non-retained view: announce again.
+                    for (topic, payload) in &discovery {
+                        publish(&mut handed, topic, QoS::AtLeastOnce, true, payload.clone(), false);
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -550,6 +618,22 @@ mod tests {
         assert_eq!(ob.take_state(false).unwrap(), b"b");
         assert!(ob.take_state(false).is_none());
         assert_eq!(ob.take_state(true).unwrap(), b"b");
+    }
+
+    #[test]
+    fn homeassistant_discovery_reads_the_state_topic() {
+        let t = Topics::new("emonet", "kiosk-1");
+        let d = homeassistant_discovery("homeassistant", "kiosk-1", &t);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].0, "homeassistant/sensor/emonet_kiosk_1/emotion/config");
+        let cfg: serde_json::Value = serde_json::from_slice(&d[0].1).unwrap();
+        assert_eq!(cfg["state_topic"], "emonet/kiosk-1/state");
+        assert_eq!(cfg["availability_topic"], "emonet/kiosk-1/availability");
+        assert_eq!(cfg["unique_id"], "emonet_kiosk_1_emotion");
+        assert!(cfg["value_template"]
+            .as_str()
+            .unwrap()
+            .contains("faces[0].emotion"));
     }
 
     #[test]

@@ -233,3 +233,49 @@ fn systemd_notifications_ready_watchdog_stopping() {
     let ready = seen.find("READY=1").unwrap();
     assert!(seen.find("WATCHDOG=1").unwrap() > ready, "{seen}");
 }
+
+#[test]
+fn homeassistant_discovery_is_retained_and_resent_when_ha_restarts() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        broker.port,
+        &sample_frames(),
+        "homeassistant = true",
+    );
+    let mut daemon = Daemon::start(&cfg, &[]);
+    let sub = Subscriber::start(broker.port, "homeassistant/sensor/#");
+    let first = sub.wait_for("retained discovery", WAIT, |m| {
+        m.topic.ends_with("/emotion/config")
+    });
+    assert_eq!(first.json()["state_topic"], "emonet/test/state");
+    let before = sub.all().len();
+    // Home Assistant announces its (re)start.
+    let mut opts = rumqttc::MqttOptions::new("fake-ha", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = rumqttc::Client::new(opts, 10);
+    client
+        .publish(
+            "homeassistant/status",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "online",
+        )
+        .unwrap();
+    for ev in conn.iter().take(5) {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev {
+            break;
+        }
+    }
+    let t0 = std::time::Instant::now();
+    while sub.all().len() < before + 2 {
+        assert!(
+            t0.elapsed() < WAIT,
+            "discovery not re-sent after homeassistant/status online"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(15)).success());
+}
