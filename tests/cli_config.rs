@@ -35,22 +35,26 @@ fn valid_base() -> String {
 
 #[test]
 fn check_accepts_the_shipped_configs() {
-    for cfg in ["samples/demo.toml"] {
+    let repo = repo();
+    let model = |f: &str| repo.join("models").join(f).display().to_string();
+    // The packaged default points at /usr/share/emonet and a camera: aim those at the checkout
+    // through the environment, which is how an operator would override them too.
+    let packaged_env = [
+        ("EMONET__DETECTOR__MODEL", model("blazeface-short.onnx")),
+        ("EMONET__CLASSIFIER__MODEL", model("emotion-mnv2-int8.onnx")),
+        ("EMONET__CAMERA__SOURCE", "replay".to_string()),
+        ("EMONET__REPLAY__PATH", repo.join("samples/frames").display().to_string()),
+    ];
+    for (cfg, env) in [("samples/demo.toml", &[][..]), ("systemd/emonet.toml", &packaged_env[..])] {
         let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
             .args(["check", "--config"])
-            .arg(repo().join(cfg))
+            .arg(repo.join(cfg))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{cfg}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("is valid") && stdout.contains("[mqtt]"),
-            "{stdout}"
-        );
+        assert!(out.status.success(), "{cfg}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("is valid") && stdout.contains("[mqtt]"), "{stdout}");
     }
     let (ok, err, _) = emonet("check", &valid_base());
     assert!(ok, "{err}");

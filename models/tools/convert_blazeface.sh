@@ -9,6 +9,8 @@
 #         Decoding (anchors, sigmoid, NMS) is in src/vision/detect.rs.
 #
 # Usage:  models/tools/convert_blazeface.sh [VENV_DIR]   (from the repository root)
+#         tf2onnx numbers its generated constants nondeterministically, so a re-run is not
+#         byte-identical; the check at the end compares the ONNX outputs with TFLite's instead.
 # Needs:  python3 (3.9-3.11), npm, network access to npm and PyPI. The converter runs in its own
 #         virtualenv (default /tmp/emonet-tfvenv) so the system python is not touched.
 set -euo pipefail

@@ -278,6 +278,9 @@ impl FaceDetector {
         let min_side = width.min(height) as f32;
         let mut faces = Vec::new();
         for c in merged {
+            if faces.len() >= self.settings.max_faces {
+                break;
+            }
             let (x0, y0) = lb.to_frame(c.bbox.x, c.bbox.y);
             let (x1, y1) = lb.to_frame(c.bbox.x + c.bbox.w, c.bbox.y + c.bbox.h);
             let (x0, y0, x1, y1) = (x0.max(0.0), y0.max(0.0), x1.min(1.0), y1.min(1.0));
@@ -301,9 +304,6 @@ impl FaceDetector {
                     .map(|&(x, y)| lb.to_frame(x, y))
                     .collect(),
             });
-            if faces.len() >= self.settings.max_faces {
-                break;
-            }
         }
         Ok(faces)
     }
