@@ -117,6 +117,8 @@ def main():
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--calib-n", type=int, default=1000, help="training images used for calibration")
     ap.add_argument("--calib-method", default="MinMax", choices=["MinMax", "Percentile", "Entropy"])
+    ap.add_argument("--fp32-head", action="store_true",
+                    help="leave the classifier Gemm unquantized (float logits from the dequantized features)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the val check")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -150,10 +152,12 @@ def main():
         pre = os.path.join(td, "pre.onnx")
         quant_pre_process(a.fp32, pre, skip_symbolic_shape=True)
         q8 = os.path.join(td, "q8.onnx")
+        exclude = [n.name for n in onnx.load(pre).graph.node if n.op_type == "Gemm"] if a.fp32_head else []
         quantize_static(pre, q8, Calib(calib, "input"), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, a.calib_method))
+                        calibrate_method=getattr(CalibrationMethod, a.calib_method),
+                        nodes_to_exclude=exclude)
         mq = onnx.load(q8)
         prune_opsets(mq)
         set_metadata(mq, cfg, a.name + "-int8", a.face_margin)
@@ -171,7 +175,8 @@ def main():
     l8, ms8 = run_ort(a.int8, x, a.threads)
     res = {
         "checkpoint": os.path.abspath(a.checkpoint), "epoch": ck["epoch"], "metadata": meta,
-        "calibration": {"n": int(len(calib)), "method": a.calib_method, "split": "train", "seed": a.seed},
+        "calibration": {"n": int(len(calib)), "method": a.calib_method, "split": "train", "seed": a.seed,
+                        "fp32_head": a.fp32_head},
         "bytes": {"fp32": os.path.getsize(a.fp32), "int8": os.path.getsize(a.int8)},
         "ort_ms_per_image_1thread": {"fp32": ms32, "int8": ms8},
         "max_abs_diff_torch_vs_ort_fp32": float(np.abs(lt - l32).max()),

@@ -109,6 +109,7 @@ def main():
     ap.add_argument("--aug-shift", type=float, default=0.08, help="fraction of the width")
     ap.add_argument("--aug-contrast", type=float, default=0.2)
     ap.add_argument("--aug-bright", type=float, default=0.1)
+    ap.add_argument("--init", help="start from this train.py checkpoint (a second cycle) instead of the ImageNet head")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--channels-last", action="store_true")
@@ -137,7 +138,11 @@ def main():
     print(f"loaded {len(keep)}/{len(tr['files'])} train rows, {len(va['files'])} val rows "
           f"in {time.time() - t0:.1f}s; device {dev}, threads {torch.get_num_threads()}", flush=True)
 
-    model = build_model(8, a.weights).to(dev)
+    model = build_model(8, a.weights)
+    if a.init:
+        model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["state_dict"])
+        print(f"initialised from {a.init}", flush=True)
+    model = model.to(dev)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
