@@ -4,6 +4,7 @@
 //! [`camera`] (V4L2 or replay) → [`vision`] (detect faces, classify expressions) →
 //! [`track`] (stable ids, smoothing, hysteresis) → [`event`] (JSON payloads) → [`mqtt`].
 //! [`daemon`] wires them together; [`config`] is the operator's interface.
+pub mod bench;
 pub mod broker;
 pub mod camera;
 pub mod classify_cmd;

@@ -40,6 +40,8 @@ enum Command {
     Classify(emonet::classify_cmd::ClassifyArgs),
     /// Score the emotion model on a class-per-folder data set.
     Eval(emonet::eval::EvalArgs),
+    /// Replay frames through the whole pipeline and report per-stage latency, fps and peak RSS.
+    Bench(emonet::bench::BenchArgs),
     /// Subscribe to a broker and print emonet messages readably.
     Watch(WatchArgs),
     /// Run only the embedded MQTT broker (rumqttd), for boards without mosquitto.
@@ -133,6 +135,10 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Eval(args) => {
             init_logging(cli.log_level.as_deref(), "warn")?;
             emonet::eval::run(&args)
+        }
+        Command::Bench(args) => {
+            init_logging(cli.log_level.as_deref(), "warn")?;
+            emonet::bench::run(&args)
         }
         Command::Broker { listen } => {
             init_logging(cli.log_level.as_deref(), "info")?;

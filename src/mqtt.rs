@@ -252,10 +252,11 @@ pub async fn run_publisher(
     let mut handed: VecDeque<Handed> = VecDeque::new();
     let mut awaiting: VecDeque<(u16, Vec<u8>)> = VecDeque::new();
     let ha_status = format!("{}/status", cfg.discovery_prefix);
-    let discovery = cfg
-        .homeassistant
-        .then(|| homeassistant_discovery(&cfg.discovery_prefix, &device_id, &topics))
-        .unwrap_or_default();
+    let discovery = if cfg.homeassistant {
+        homeassistant_discovery(&cfg.discovery_prefix, &device_id, &topics)
+    } else {
+        Vec::new()
+    };
 
     let publish = |handed: &mut VecDeque<Handed>,
                    topic: &str,

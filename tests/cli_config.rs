@@ -43,9 +43,15 @@ fn check_accepts_the_shipped_configs() {
         ("EMONET__DETECTOR__MODEL", model("blazeface-short.onnx")),
         ("EMONET__CLASSIFIER__MODEL", model("emotion-mnv2-int8.onnx")),
         ("EMONET__CAMERA__SOURCE", "replay".to_string()),
-        ("EMONET__REPLAY__PATH", repo.join("samples/frames").display().to_string()),
+        (
+            "EMONET__REPLAY__PATH",
+            repo.join("samples/frames").display().to_string(),
+        ),
     ];
-    for (cfg, env) in [("samples/demo.toml", &[][..]), ("systemd/emonet.toml", &packaged_env[..])] {
+    for (cfg, env) in [
+        ("samples/demo.toml", &[][..]),
+        ("systemd/emonet.toml", &packaged_env[..]),
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
             .args(["check", "--config"])
             .arg(repo.join(cfg))
@@ -53,8 +59,15 @@ fn check_accepts_the_shipped_configs() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{cfg}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("is valid") && stdout.contains("[mqtt]"), "{stdout}");
+        assert!(
+            out.status.success(),
+            "{cfg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("is valid") && stdout.contains("[mqtt]"),
+            "{stdout}"
+        );
     }
     let (ok, err, _) = emonet("check", &valid_base());
     assert!(ok, "{err}");

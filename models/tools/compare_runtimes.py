@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Side by side: the same ONNX files and the same input tensors through onnxruntime (here) and
+tract (through `emonet bench --raw-model ... --json`), one thread each, reported as ratios.
+
+Inputs are identical in both runtimes: every element i of the model's input tensor is
+`((i * 7919) % 256) / 127.5 - 1` (float32, the model's fixed input shape). Latency of these
+convolutional models does not depend on the values; using the same formula means the outputs
+can be compared too (max |tract - ort| is printed).
+
+    python3 models/tools/compare_runtimes.py                      # default models, 200 runs
+    python3 models/tools/compare_runtimes.py --runs 500 --json out.json
+    python3 models/tools/compare_runtimes.py --emonet target/release/emonet \
+        models/blazeface-short.onnx models/emotion-mnv2-fp32.onnx models/emotion-mnv2-int8.onnx
+
+Prints a markdown table: model, onnxruntime p50, tract p50, tract/ort.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+DEFAULT_MODELS = [
+    "models/blazeface-short.onnx",
+    "models/emotion-mnv2-fp32.onnx",
+    "models/emotion-mnv2-int8.onnx",
+]
+
+
+def input_tensor(shape):
+    n = int(np.prod(shape))
+    i = np.arange(n, dtype=np.int64)
+    return (((i * 7919) % 256).astype(np.float32) / np.float32(127.5) - np.float32(1.0)).reshape(shape)
+
+
+def input_shape(path):
+    m = onnx.load(path, load_external_data=False)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.dim_value > 0 else 1 for d in dims]
+    return shape
+
+
+def time_ort(path, runs, warmup, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no thread spinning: it would burn the second core and distort a 1-thread comparison
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = input_tensor(input_shape(path))
+    for _ in range(warmup):
+        out = sess.run(None, {name: x})
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = sess.run(None, {name: x})
+        ts.append((time.perf_counter() - t0) * 1000.0)
+    ts.sort()
+    return {
+        "p50_ms": statistics.median(ts),
+        "p99_ms": ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))],
+        "min_ms": ts[0],
+        "outputs": [o.astype(np.float32).ravel() for o in out],
+    }
+
+
+def time_tract(emonet, models, runs, frames):
+    cmd = [emonet, "bench", "--frames", frames, "--frames-count", "1", "--warmup", "0",
+           "--camera-fps", "0", "--json",
+           "--raw-runs", str(runs)]
+    for m in models:
+        cmd += ["--raw-model", m]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    doc = json.loads(res.stdout)
+    return {r["path"]: r for r in doc["raw_models"]}, doc
+
+
+def tract_version(lock="Cargo.lock"):
+    try:
+        text = open(lock).read()
+    except OSError:
+        return "?"
+    for block in text.split("[[package]]"):
+        if 'name = "tract-onnx"' in block:
+            return block.split('version = "')[1].split('"')[0]
+    return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", default=DEFAULT_MODELS)
+    ap.add_argument("--emonet", default="target/release/emonet")
+    ap.add_argument("--frames", default="samples/frames")
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+
+    tract, doc = time_tract(args.emonet, args.models, args.runs, args.frames)
+    rows = []
+    for m in args.models:
+        o = time_ort(m, args.runs, args.warmup, args.threads)
+        t = tract[m]
+        diff = None
+        if "outputs" in t:
+            diffs = [float(np.max(np.abs(np.asarray(a, np.float32).ravel() - b)))
+                     for a, b in zip(t["outputs"], o["outputs"])]
+            diff = max(diffs) if diffs else None
+        rows.append({
+            "model": os.path.basename(m),
+            "ort_p50_ms": o["p50_ms"], "ort_p99_ms": o["p99_ms"],
+            "tract_p50_ms": t["p50_ms"], "tract_p99_ms": t["p99_ms"],
+            "ratio_tract_over_ort": t["p50_ms"] / o["p50_ms"],
+            "max_abs_diff": diff,
+        })
+
+    env = {
+        "machine": platform.processor() or platform.machine(),
+        "cpu": doc.get("machine", {}).get("cpu", ""),
+        "onnxruntime": ort.__version__,
+        "tract": tract_version(),
+        "threads": args.threads,
+        "runs": args.runs,
+        "loadavg_1m_at_tract_start": doc.get("machine", {}).get("loadavg_1m"),
+    }
+    print(f"# {env['cpu']} · onnxruntime {env['onnxruntime']} · tract {env['tract']} · "
+          f"{args.threads} thread(s) · {args.runs} runs · p50 · load average "
+          f"{env['loadavg_1m_at_tract_start']} when tract started")
+    print()
+    print("| model | onnxruntime p50 ms | tract p50 ms | tract / ort | max abs diff |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        d = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
+        print(f"| {r['model']} | {r['ort_p50_ms']:.3f} | {r['tract_p50_ms']:.3f} | "
+              f"{r['ratio_tract_over_ort']:.2f}x | {d} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"env": env, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+//! In-process tests for the emulated aarch64 run (`.ci/aarch64`, qemu-user), where tests that
+//! spawn mosquitto or the `emonet` binary cannot run (qemu-user hangs on child processes). They
+//! run natively too, so x86 and aarch64 check the same things:
+//! - the MQTT path: the publisher delivers availability, the retained state and an event through
+//!   the embedded broker (rumqttd), and says `offline` on shutdown;
+//! - the CPU report the daemon logs at start matches the architecture it runs on;
+//! - the int8 classifier's scores on fixed whole-pixel crops of the parity images, printed as
+//!   `CROP <image> <scores>` lines that `.ci/aarch64` compares between x86 and aarch64 (bar:
+//!   max difference <= 1e-3). Fixed crops, because end to end (`emonet classify`) the detector's
+//!   boxes differ by ~1e-7 between architectures (float summation order), and the int8 model
+//!   moves by up to a few 1e-3 when its sub-pixel crop shifts by as little as 1e-5 px.
+//!
+//! The end-to-end comparison (`emonet classify` / `emonet eval`, top-1 agreement) needs both
+//! binaries and lives in `.ci/aarch64`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use emonet::config::MqttConfig;
+use emonet::mqtt::{run_publisher, Outbox, Topics, OFFLINE, ONLINE};
+use emonet::vision::EmotionClassifier;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Generous: under qemu everything is 10–50× slower.
+const WAIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn mqtt_publisher_round_trip_through_the_embedded_broker() {
+    let port = free_port();
+    emonet::broker::start_embedded(&format!("127.0.0.1:{port}")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (sub, mut sub_loop) =
+            AsyncClient::new(MqttOptions::new("parity-watch", "127.0.0.1", port), 64);
+        sub.subscribe("emonet/board/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        loop {
+            match tokio::time::timeout(WAIT, sub_loop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                other => panic!("subscriber did not get its SubAck: {other:?}"),
+            }
+        }
+
+        let cfg = MqttConfig {
+            host: "127.0.0.1".into(),
+            port,
+            ..MqttConfig::default()
+        };
+        let topics = Topics::new(&cfg.topic_prefix, "board");
+        let outbox = Outbox::new(16);
+        outbox.set_state(br#"{"faces":[]}"#.to_vec());
+        outbox.push_event(br#"{"type":"face_appeared","track":1}"#.to_vec());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let publisher = tokio::spawn(run_publisher(
+            cfg,
+            topics.clone(),
+            "board".into(),
+            outbox.clone(),
+            stop_rx,
+        ));
+
+        let (mut online, mut state, mut event, mut offline) = (false, false, false, false);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !offline {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let polled = tokio::time::timeout(left, sub_loop.poll()).await;
+            let Ok(Ok(ev)) = polled else {
+                panic!(
+                    "broker delivered online={online} state={state} event={event} \
+                     offline={offline} before {polled:?}"
+                )
+            };
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                let body = String::from_utf8_lossy(&p.payload).into_owned();
+                if p.topic == topics.availability {
+                    online |= body == ONLINE;
+                    offline |= body == OFFLINE && online;
+                } else if p.topic == topics.state {
+                    assert_eq!(body, r#"{"faces":[]}"#);
+                    state = true;
+                } else if p.topic == topics.events {
+                    assert_eq!(body, r#"{"type":"face_appeared","track":1}"#);
+                    event = true;
+                }
+            }
+            if online && state && event && !*stop.borrow() {
+                stop.send(true).unwrap();
+            }
+        }
+        tokio::time::timeout(WAIT, publisher)
+            .await
+            .expect("publisher did not stop")
+            .unwrap()
+            .unwrap();
+        let c = outbox.counts();
+        assert_eq!((c.queued, c.dropped), (0, 0), "{c:?}");
+        assert!(c.published >= 1, "{c:?}");
+        println!(
+            "mqtt round trip on {}: online, state, event, offline delivered",
+            std::env::consts::ARCH
+        );
+    });
+}
+
+#[test]
+fn cpu_report_matches_the_architecture() {
+    let line = emonet::cpu::summary();
+    println!("{line}");
+    assert!(line.starts_with(&format!("cpu {} ", std::env::consts::ARCH)));
+    if cfg!(target_arch = "aarch64") {
+        // Every ARMv8-A board we ship to has NEON; the dot-product decides the int8 kernel.
+        assert!(line.contains("neon"), "{line}");
+        let dot = emonet::cpu::features().contains(&"dotprod");
+        assert_eq!(line.contains("dot-product"), dot, "{line}");
+    }
+}
+
+/// The parity image set of `.ci/aarch64`: tests/data/*.png and samples/frames/*.jpg.
+fn parity_images(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for (dir, ext) in [("tests/data", "png"), ("samples/frames", "jpg")] {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+        v.sort();
+        out.extend(v);
+    }
+    out
+}
+
+#[test]
+fn classifier_scores_on_fixed_crops() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let classifier = EmotionClassifier::load(root.join("models/emotion-mnv2-int8.onnx")).unwrap();
+    let images = parity_images(&root);
+    assert!(images.len() >= 20, "{images:?}");
+    for path in images {
+        let img = image::open(&path).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        // A square of half the short side, centred horizontally, in the upper middle (where the
+        // faces of the sample frames are); whole pixels, so every architecture sees the same
+        // input.
+        let side = w.min(h) / 2;
+        let crop =
+            image::imageops::crop_imm(&img, (w - side) / 2, (h - side) / 4, side, side).to_image();
+        let a = classifier.classify_crop(&crop).unwrap();
+        let b = classifier.classify_crop(&crop).unwrap();
+        assert_eq!(
+            a.scores,
+            b.scores,
+            "not deterministic on {}",
+            path.display()
+        );
+        let sum: f32 = a.scores.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{sum}");
+        let rel = path.strip_prefix(&root).unwrap().display();
+        let scores: Vec<String> = a.scores.iter().map(|v| format!("{v:e}")).collect();
+        println!("CROP {rel} {}", scores.join(","));
+    }
+}
