@@ -175,9 +175,7 @@ pub struct Report {
     pub peak_rss_mib: f64,
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
+use crate::event::round3;
 
 /// Peak resident set size (`VmHWM`) of this process in KiB, if the kernel reports it.
 pub fn peak_rss_kib() -> Option<u64> {

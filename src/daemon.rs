@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::camera::{FrameSource, ReplaySource, SourceError, V4l2Source};
 use crate::config::{Settings, SourceKind};
-use crate::event::{EventPayload, FrameCounts, LatencySummary, StatePayload, StatsPayload};
+use crate::event::{round3, EventPayload, FrameCounts, LatencySummary, StatePayload, StatsPayload};
 use crate::handoff::{LatestFrame, Take};
 use crate::mqtt::{Outbox, Topics};
 use crate::pipeline::Pipeline;
@@ -75,10 +75,6 @@ impl Counters {
         l.values_mut().for_each(Vec::clear);
         out
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -361,7 +357,7 @@ fn inference_loop(
         let events = tracker.update(&faces, frame.captured);
         counters
             .faces_in_view
-            .store(tracker.snapshot().len() as u64, Ordering::Relaxed);
+            .store(tracker.faces_in_view() as u64, Ordering::Relaxed);
         if !events.is_empty() {
             for ev in &events {
                 seq += 1;

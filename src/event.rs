@@ -172,6 +172,11 @@ impl StatePayload {
     }
 }
 
+/// Milliseconds and seconds in stats and reports: three decimals.
+pub(crate) fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// Four decimals are plenty for probabilities and boxes and keep payloads short.
 fn round4(x: f32) -> f64 {
     (f64::from(x) * 10_000.0).round() / 10_000.0

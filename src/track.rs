@@ -149,6 +149,11 @@ impl Tracker {
         events
     }
 
+    /// How many confirmed faces are in view (no allocation: called every frame).
+    pub fn faces_in_view(&self) -> usize {
+        self.tracks.iter().filter(|t| t.confirmed).count()
+    }
+
     /// Confirmed faces in view, oldest track first.
     pub fn snapshot(&self) -> Vec<TrackView> {
         self.tracks
