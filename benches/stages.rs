@@ -17,6 +17,7 @@ use emonet::config::{Settings, TrackerConfig};
 use emonet::event::EventPayload;
 use emonet::mqtt::Outbox;
 use emonet::pipeline::Pipeline;
+use emonet::reuse::{ReuseConfig, ScoreReuse};
 use emonet::track::Tracker;
 use emonet::vision::classify::face_crop_rect;
 use emonet::vision::{DetectorSettings, EmotionClassifier, FaceDetector};
@@ -169,8 +170,13 @@ fn bench_pipeline(c: &mut Criterion) {
         s.detector.model = root().join("models/blazeface-short.onnx");
         s.classifier.model = path.clone();
         let p = Pipeline::load(&s).unwrap();
+        // every face classified on every frame (no reuse): the full per-frame cost
+        let mut every_frame = ScoreReuse::new(ReuseConfig {
+            max_frames: 0,
+            ..ReuseConfig::default()
+        });
         g.bench_function(format!("detect_classify/{}", short(&path)), |b| {
-            b.iter(|| p.process(black_box(&img)).unwrap())
+            b.iter(|| p.process(black_box(&img), &mut every_frame).unwrap())
         });
     }
     g.finish();

@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Emotion classifier to use instead of the default (e.g. models/emotion-mnv2-fp32.onnx).
     #[arg(long, value_name = "PATH")]
     pub classifier: Option<PathBuf>,
+    /// `classifier.reuse.max_frames` for the real-time run (0 = classify every face on every
+    /// frame; default: the config's, 2 without one). The throughput table always classifies.
+    #[arg(long, value_name = "N")]
+    pub reuse_max_frames: Option<u32>,
     /// Face detector to use instead of the default.
     #[arg(long, value_name = "PATH")]
     pub detector: Option<PathBuf>,
@@ -146,6 +150,10 @@ pub struct RealTime {
     pub seconds: f64,
     pub processed_fps: f64,
     pub worker_frame: StageStats,
+    /// `classifier.reuse.max_frames` of this run.
+    pub reuse_max_frames: u32,
+    pub faces_classified: usize,
+    pub faces_reused: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -259,6 +267,9 @@ fn settings_for(args: &BenchArgs) -> Result<(Settings, PathBuf)> {
     if let Some(d) = &args.detector {
         s.detector.model = d.clone();
     }
+    if let Some(n) = args.reuse_max_frames {
+        s.classifier.reuse.max_frames = n;
+    }
     Ok((s, frames))
 }
 
@@ -371,6 +382,7 @@ fn realtime(
     let failed = AtomicBool::new(false);
     let started = Instant::now();
     let mut worker_t = Vec::with_capacity(count);
+    let (mut faces_classified, mut faces_reused) = (0, 0);
     std::thread::scope(|scope| -> Result<()> {
         let handoff = &handoff;
         let failed = &failed;
@@ -396,6 +408,7 @@ fn realtime(
             handoff.close();
         });
         let mut seq = 0;
+        let mut reuse = pipeline.new_stream();
         loop {
             let frame = match handoff.take(Duration::from_millis(500)) {
                 Take::Frame(f) => f,
@@ -403,7 +416,9 @@ fn realtime(
                 Take::Closed => break,
             };
             let t0 = Instant::now();
-            let (faces, _) = pipeline.process(&frame.image)?;
+            let (faces, times) = pipeline.process(&frame.image, &mut reuse)?;
+            faces_classified += times.faces.classified;
+            faces_reused += times.faces.reused;
             track_and_publish(&mut tracker, &faces, frame.captured, &outbox, &mut seq);
             worker_t.push(t0.elapsed());
         }
@@ -422,6 +437,9 @@ fn realtime(
         seconds: round3(seconds),
         processed_fps: round3(processed as f64 / seconds),
         worker_frame: StageStats::from_samples("worker frame", &worker_t),
+        reuse_max_frames: pipeline.reuse.max_frames,
+        faces_classified,
+        faces_reused,
     })
 }
 
@@ -595,7 +613,8 @@ pub fn print_table(out: &mut impl std::io::Write, r: &Report) -> Result<()> {
         writeln!(
             out,
             "real time: camera at {:.1} fps, {} frames offered in {:.2} s: {} processed ({:.1} fps), \
-             {} dropped; worker frame p50 {:.3} ms, p99 {:.3} ms",
+             {} dropped; worker frame p50 {:.3} ms, p99 {:.3} ms; faces classified {}, \
+             reused {} (classifier.reuse.max_frames = {})",
             rt.camera_fps,
             rt.offered,
             rt.seconds,
@@ -603,7 +622,10 @@ pub fn print_table(out: &mut impl std::io::Write, r: &Report) -> Result<()> {
             rt.processed_fps,
             rt.dropped,
             rt.worker_frame.p50_ms,
-            rt.worker_frame.p99_ms
+            rt.worker_frame.p99_ms,
+            rt.faces_classified,
+            rt.faces_reused,
+            rt.reuse_max_frames
         )?;
     }
     if !r.raw_models.is_empty() {
@@ -669,6 +691,7 @@ mod tests {
             models: root.join("models"),
             classifier: None,
             detector: None,
+            reuse_max_frames: None,
             frames_count: 20,
             warmup: 1,
             camera_fps: 200.0,

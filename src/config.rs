@@ -86,6 +86,8 @@ pub struct DetectorConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ClassifierConfig {
     pub model: PathBuf,
+    /// When a face's earlier scores may stand in for classifying it again.
+    pub reuse: crate::reuse::ReuseConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -195,6 +197,7 @@ impl Default for ClassifierConfig {
     fn default() -> Self {
         ClassifierConfig {
             model: Path::new(DEFAULT_MODEL_DIR).join("emotion-mnv2-int8.onnx"),
+            reuse: Default::default(),
         }
     }
 }
@@ -332,6 +335,19 @@ impl Settings {
             bail!(
                 "detector.nms_iou must be in [0, 1], got {}",
                 self.detector.nms_iou
+            );
+        }
+        let r = &self.classifier.reuse;
+        if !(0.0..=1.0).contains(&r.min_iou) {
+            bail!(
+                "classifier.reuse.min_iou must be in [0, 1], got {}",
+                r.min_iou
+            );
+        }
+        if !(0.0..=255.0).contains(&r.max_change) {
+            bail!(
+                "classifier.reuse.max_change must be in [0, 255] grey levels, got {}",
+                r.max_change
             );
         }
         if self.camera.fps == 0 || self.camera.width == 0 || self.camera.height == 0 {
@@ -573,6 +589,26 @@ mod tests {
         let f = write("[camera]\nsource = \"webcam\"\n");
         let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
         assert!(err.contains("webcam"), "{err}");
+    }
+
+    #[test]
+    fn classifier_reuse_nested_table_env_and_bounds() {
+        let f = write("[classifier.reuse]\nmax_frames = 5\n");
+        let env = vec![(
+            "EMONET__CLASSIFIER__REUSE__MIN_IOU".to_string(),
+            "0.5".to_string(),
+        )];
+        let s = Settings::load_with_env(f.path(), &env).unwrap();
+        assert_eq!(s.classifier.reuse.max_frames, 5);
+        assert_eq!(s.classifier.reuse.min_iou, 0.5);
+        assert_eq!(s.classifier.reuse.max_change, 2.0);
+        let f = write("[classifier.reuse]\nmin_iou = 1.5\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("classifier.reuse.min_iou"), "{err}");
+        let f = write("[classifier.reuse]\nmax_frame = 1\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("classifier.reuse.max_frame"), "{err}");
+        assert!(err.contains("classifier.reuse.max_frames"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use crate::camera::{FrameSource, ReplaySource, SourceError, V4l2Source};
 use crate::config::{Settings, SourceKind};
-use crate::event::{round3, EventPayload, FrameCounts, LatencySummary, StatePayload, StatsPayload};
+use crate::event::{
+    round3, EventPayload, FaceCounts, FrameCounts, LatencySummary, StatePayload, StatsPayload,
+};
 use crate::handoff::{LatestFrame, Take};
 use crate::mqtt::{Outbox, Topics};
 use crate::pipeline::Pipeline;
@@ -31,6 +33,8 @@ pub struct Counters {
     pub corrupt: AtomicU64,
     pub camera: Mutex<String>,
     pub faces_in_view: AtomicU64,
+    pub classified: AtomicU64,
+    pub reused: AtomicU64,
     /// Per-stage latencies (ms) since the last stats message.
     latencies: Mutex<BTreeMap<&'static str, Vec<f64>>>,
     /// Unix millis of the worker's last sign of life (for the systemd watchdog).
@@ -331,6 +335,7 @@ fn inference_loop(
     device_id: &str,
 ) {
     let mut seq = 0u64;
+    let mut reuse = pipeline.new_stream();
     loop {
         counters.beat();
         let frame = match handoff.take(Duration::from_millis(500)) {
@@ -340,10 +345,16 @@ fn inference_loop(
             Take::Closed => return,
         };
         let t0 = Instant::now();
-        let faces = match pipeline.process(&frame.image) {
+        let faces = match pipeline.process(&frame.image, &mut reuse) {
             Ok((faces, times)) => {
                 counters.record("detect", times.detect);
                 counters.record("classify", times.classify);
+                counters
+                    .classified
+                    .fetch_add(times.faces.classified as u64, Ordering::Relaxed);
+                counters
+                    .reused
+                    .fetch_add(times.faces.reused as u64, Ordering::Relaxed);
                 faces
             }
             Err(e) => {
@@ -409,6 +420,10 @@ fn stats_payload(
             processed: counters.processed.load(Ordering::Relaxed),
             dropped: handoff.dropped(),
             corrupt: counters.corrupt.load(Ordering::Relaxed),
+        },
+        faces: FaceCounts {
+            classified: counters.classified.load(Ordering::Relaxed),
+            reused: counters.reused.load(Ordering::Relaxed),
         },
         latency_ms: counters.take_latency_summary(),
         mqtt: outbox.counts(),

@@ -77,11 +77,19 @@ pub struct StatsPayload {
     pub camera: String,
     pub source: String,
     pub frames: FrameCounts,
+    /// Faces classified vs. given the scores of a recent frame (`classifier.reuse`).
+    pub faces: FaceCounts,
     /// Milliseconds over the frames since the last stats message.
     pub latency_ms: BTreeMap<String, LatencySummary>,
     pub mqtt: MqttCounts,
     pub faces_in_view: usize,
     pub models: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct FaceCounts {
+    pub classified: u64,
+    pub reused: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]

@@ -19,5 +19,6 @@ pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod reuse;
 pub mod track;
 pub mod vision;

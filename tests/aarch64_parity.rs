@@ -6,9 +6,9 @@
 //! - the CPU report the daemon logs at start matches the architecture it runs on;
 //! - the int8 classifier's scores on fixed whole-pixel crops of the parity images, printed as
 //!   `CROP <image> <scores>` lines that `.ci/aarch64` compares between x86 and aarch64 (bar:
-//!   max difference <= 1e-3). Fixed crops, because end to end (`emonet classify`) the detector's
-//!   boxes differ by ~1e-7 between architectures (float summation order), and the int8 model
-//!   moves by up to a few 1e-3 when its sub-pixel crop shifts by as little as 1e-5 px.
+//!   max difference <= 1e-3). Fixed crops isolate the classifier's arithmetic from the detector's
+//!   (whose boxes differ by ~1e-7 between architectures; `face_crop_rect` snaps the crop to whole
+//!   pixels so that end to end this does not reach the classifier either).
 //!
 //! The end-to-end comparison (`emonet classify` / `emonet eval`, top-1 agreement) needs both
 //! binaries and lives in `.ci/aarch64`.

@@ -87,6 +87,12 @@ fn events_state_availability_then_clean_sigterm() {
         "{stats}"
     );
     assert_eq!(stats["camera"], "streaming");
+    // the happy event above needed at least one classification; reuse is counted beside it
+    assert!(
+        stats["faces"]["classified"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert!(stats["faces"]["reused"].is_u64(), "{stats}");
 
     daemon.signal("TERM");
     let status = daemon.wait(Duration::from_secs(15));
