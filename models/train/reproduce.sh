@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce models/emotion-mnv2-fp32.onnx and models/emotion-mnv2-int8.onnx from the data.
 #
-#   models/train/reproduce.sh            # the shipped recipe (CPU: ~1.5 h on 2 cores)
+#   models/train/reproduce.sh            # the shipped recipe (CPU: ~65 min on 2 idle cores)
 #   EPOCHS=30 EPOCHS2=0 SIZE=96 DEVICE=cuda models/train/reproduce.sh   # a longer GPU run
 #
 # Recipe: stage 1 fine-tunes ImageNet MobileNetV2 for EPOCHS epochs (one-cycle, peak LR); stage 2
@@ -24,7 +24,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
-EPOCHS="${EPOCHS:-3}"
+EPOCHS="${EPOCHS:-22}"
 EPOCHS2="${EPOCHS2:-0}"
 LR2="${LR2:-0.02}"
 SIZE="${SIZE:-64}"
