@@ -15,7 +15,7 @@ use anyhow::Result;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::vision::{BBox, EmotionScores, Face};
+use crate::vision::{luma, BBox, EmotionScores, Face};
 
 /// Side of the thumbnail grid over the face box.
 const GRID: usize = 8;
@@ -61,8 +61,7 @@ impl Thumb {
                     for sx in 0..SAMPLES {
                         let fx = bbox.x + bbox.w * ((gx * SAMPLES + sx) as f32 + 0.5) / n as f32;
                         let px = ((fx * w as f32) as i64).clamp(0, w as i64 - 1) as u32;
-                        let p = image.get_pixel(px, py).0;
-                        sum += 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+                        sum += luma(image.get_pixel(px, py).0);
                     }
                 }
                 *cell = sum / (SAMPLES * SAMPLES) as f32;

@@ -132,8 +132,7 @@ impl EmotionClassifier {
         match m.color {
             ColorMode::Gray => {
                 for (i, p) in s.resized.chunks_exact(3).enumerate() {
-                    let luma =
-                        (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0;
+                    let luma = super::luma([p[0], p[1], p[2]]) / 255.0;
                     for c in 0..m.channels {
                         s.input[c * plane + i] = (luma - m.mean[c]) / m.std[c];
                     }

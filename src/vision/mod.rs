@@ -56,6 +56,13 @@ pub struct Face {
     pub keypoints: Vec<(f32, f32)>,
 }
 
+/// Luma of an RGB pixel, ITU-R BT.601 weights, in grey levels (0..255). The classifier's grey
+/// input and the reuse thumbnails must agree on it.
+#[inline]
+pub fn luma(p: [u8; 3]) -> f32 {
+    0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32
+}
+
 /// Class probabilities for one face, in the model's label order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmotionScores {
