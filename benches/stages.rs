@@ -32,6 +32,7 @@ fn frame_bytes() -> Vec<u8> {
 
 fn classifiers() -> Vec<PathBuf> {
     let mut v = vec![
+        root().join("models/emotion-mnv2-w8.onnx"),
         root().join("models/emotion-mnv2-int8.onnx"),
         root().join("models/emotion-mnv2-fp32.onnx"),
     ];
@@ -128,7 +129,7 @@ fn bench_classify(c: &mut Criterion) {
 fn bench_track_publish(c: &mut Criterion) {
     let img = image::load_from_memory(&frame_bytes()).unwrap().into_rgb8();
     let det = detector();
-    let clf = EmotionClassifier::load(root().join("models/emotion-mnv2-int8.onnx")).unwrap();
+    let clf = EmotionClassifier::load(root().join("models/emotion-mnv2-w8.onnx")).unwrap();
     let face = det.detect(&img).unwrap().remove(0);
     let scores = clf.classify_face(&img, &face).unwrap();
     let faces = vec![(face, scores)];

@@ -26,7 +26,7 @@ pub struct ClassifyArgs {
     #[arg(
         long,
         value_name = "PATH",
-        default_value = "models/emotion-mnv2-int8.onnx"
+        default_value = "models/emotion-mnv2-w8.onnx"
     )]
     pub model: PathBuf,
     /// Face detector (BlazeFace short range ONNX).

@@ -196,7 +196,7 @@ impl Default for DetectorConfig {
 impl Default for ClassifierConfig {
     fn default() -> Self {
         ClassifierConfig {
-            model: Path::new(DEFAULT_MODEL_DIR).join("emotion-mnv2-int8.onnx"),
+            model: Path::new(DEFAULT_MODEL_DIR).join("emotion-mnv2-w8.onnx"),
             reuse: Default::default(),
         }
     }

@@ -4,7 +4,7 @@
 //! - the MQTT path: the publisher delivers availability, the retained state and an event through
 //!   the embedded broker (rumqttd), and says `offline` on shutdown;
 //! - the CPU report the daemon logs at start matches the architecture it runs on;
-//! - the int8 classifier's scores on fixed whole-pixel crops of the parity images, printed as
+//! - each shipped classifier's scores on fixed whole-pixel crops of the parity images, printed as
 //!   `CROP <model> <image> <scores>` lines that `.ci/aarch64` compares between x86 and aarch64 (bar:
 //!   max difference <= 1e-3). Fixed crops isolate the classifier's arithmetic from the detector's
 //!   (whose boxes differ by ~1e-7 between architectures; `face_crop_rect` snaps the crop to whole
@@ -144,7 +144,8 @@ fn parity_images(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Both shipped classifiers: `.ci/aarch64` holds fp32 to the 1e-3 bar and reports int8, whose
+/// The three shipped classifiers: `.ci/aarch64` holds w8 (the default: int8 weights, float
+/// arithmetic) and fp32 to the 1e-3 bar and reports the static int8 QDQ file, whose
 /// float-emulated quantisation can round one activation differently across architectures.
 #[test]
 fn classifier_scores_on_fixed_crops() {
@@ -152,6 +153,7 @@ fn classifier_scores_on_fixed_crops() {
     let images = parity_images(&root);
     assert!(images.len() >= 20, "{images:?}");
     for (name, file) in [
+        ("w8", "models/emotion-mnv2-w8.onnx"),
         ("int8", "models/emotion-mnv2-int8.onnx"),
         ("fp32", "models/emotion-mnv2-fp32.onnx"),
     ] {

@@ -29,7 +29,7 @@ fn valid_base() -> String {
         "[camera]\nsource = \"replay\"\n[replay]\npath = \"{}\"\n[detector]\nmodel = \"{}\"\n[classifier]\nmodel = \"{}\"\n",
         repo.join("samples/frames").display(),
         repo.join("models/blazeface-short.onnx").display(),
-        repo.join("models/emotion-mnv2-int8.onnx").display()
+        repo.join("models/emotion-mnv2-w8.onnx").display()
     )
 }
 
@@ -41,7 +41,7 @@ fn check_accepts_the_shipped_configs() {
     // through the environment, which is how an operator would override them too.
     let packaged_env = [
         ("EMONET__DETECTOR__MODEL", model("blazeface-short.onnx")),
-        ("EMONET__CLASSIFIER__MODEL", model("emotion-mnv2-int8.onnx")),
+        ("EMONET__CLASSIFIER__MODEL", model("emotion-mnv2-w8.onnx")),
         ("EMONET__CAMERA__SOURCE", "replay".to_string()),
         (
             "EMONET__REPLAY__PATH",
@@ -97,7 +97,7 @@ fn wrong_type_is_named() {
 
 #[test]
 fn missing_model_file_is_named() {
-    let text = valid_base().replace("emotion-mnv2-int8.onnx", "no-such-model.onnx");
+    let text = valid_base().replace("emotion-mnv2-w8.onnx", "no-such-model.onnx");
     for cmd in ["check", "run"] {
         let (ok, err, _) = emonet(cmd, &text);
         assert!(!ok);

@@ -24,7 +24,7 @@ fn detector() -> FaceDetector {
 }
 
 fn classifier() -> EmotionClassifier {
-    let p = root().join("models/emotion-mnv2-int8.onnx");
+    let p = root().join("models/emotion-mnv2-w8.onnx");
     EmotionClassifier::load(&p).unwrap_or_else(|e| panic!("load {}: {e:#}", p.display()))
 }
 
@@ -244,7 +244,7 @@ fn classify_image_json_and_errors() {
     // run(): prints lines, then fails because one image failed
     let args = ClassifyArgs {
         images: vec![root().join("tests/data/coffee.png"), bad],
-        model: root().join("models/emotion-mnv2-int8.onnx"),
+        model: root().join("models/emotion-mnv2-w8.onnx"),
         detector: root().join("models/blazeface-short.onnx"),
         score_threshold: 0.5,
         nms_iou: 0.3,

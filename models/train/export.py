@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Export a train.py checkpoint to ONNX (fp32), quantize it to static int8 QDQ calibrated on
-training images, and check both with onnxruntime on val.
+training images and to int8 weights with float activations (W8A32, weight_only.py), and check
+all of them with onnxruntime on val.
 
 Example:
   python export.py --checkpoint runs/mnv2-64/best.pt --data ../../data/fer \
-      --fp32 ../emotion-mnv2-fp32.onnx --int8 ../emotion-mnv2-int8.onnx --report metrics-ort.json
+      --fp32 ../emotion-mnv2-fp32.onnx --int8 ../emotion-mnv2-int8.onnx \
+      --w8 ../emotion-mnv2-w8.onnx --report metrics-ort.json
 
-Writes the emonet.* metadata props (see models/README.md) into both files.
+Writes the emonet.* metadata props (see models/README.md) into every file.
 """
 import argparse
 import json
@@ -27,6 +29,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferdata  # noqa: E402
 from train import build_model, eval_batch  # noqa: E402
+from weight_only import quantize_weights  # noqa: E402
 
 
 def preprocess(images_u8, size):
@@ -111,6 +114,7 @@ def main():
     ap.add_argument("--data", required=True, help="dir with train/ (calibration) and val/ (check)")
     ap.add_argument("--fp32", required=True)
     ap.add_argument("--int8", required=True)
+    ap.add_argument("--w8", help="also write the int8-weights / float-activations (W8A32) file here")
     ap.add_argument("--report", help="write the onnxruntime metrics as JSON here")
     ap.add_argument("--name", default="emonet-mnv2-fer")
     ap.add_argument("--face-margin", type=float, default=0.1)
@@ -166,6 +170,15 @@ def main():
         print(f"wrote {a.int8} ({os.path.getsize(a.int8)} bytes), calibrated on {len(pick)} "
               f"training images ({a.calib_method})", flush=True)
 
+    if a.w8:
+        mw = onnx.load(a.fp32)
+        nq = quantize_weights(mw)
+        set_metadata(mw, cfg, a.name + "-w8", a.face_margin)
+        onnx.checker.check_model(mw)
+        onnx.save(mw, a.w8)
+        print(f"wrote {a.w8} ({os.path.getsize(a.w8)} bytes), {nq} weight tensors int8, "
+              "activations float", flush=True)
+
     # Check on val with onnxruntime.
     va = ferdata.load_split(os.path.join(a.data, "val"))
     x = preprocess(va["images"], size)
@@ -173,20 +186,24 @@ def main():
         lt = model(torch.from_numpy(x)).numpy()
     l32, ms32 = run_ort(a.fp32, x, a.threads)
     l8, ms8 = run_ort(a.int8, x, a.threads)
+    forms = {"fp32": (a.fp32, l32, ms32), "int8": (a.int8, l8, ms8)}
+    if a.w8:
+        forms["w8"] = (a.w8,) + run_ort(a.w8, x, a.threads)
     res = {
         "checkpoint": os.path.abspath(a.checkpoint), "epoch": ck["epoch"], "metadata": meta,
         "calibration": {"n": int(len(calib)), "method": a.calib_method, "split": "train", "seed": a.seed,
                         "fp32_head": a.fp32_head},
-        "bytes": {"fp32": os.path.getsize(a.fp32), "int8": os.path.getsize(a.int8)},
-        "ort_ms_per_image_1thread": {"fp32": ms32, "int8": ms8},
+        "bytes": {k: os.path.getsize(v[0]) for k, v in forms.items()},
+        "ort_ms_per_image_1thread": {k: v[2] for k, v in forms.items()},
         "max_abs_diff_torch_vs_ort_fp32": float(np.abs(lt - l32).max()),
         "top1_agreement": {
             "torch_vs_ort_fp32": float((lt.argmax(1) == l32.argmax(1)).mean()),
-            "ort_fp32_vs_int8": float((l32.argmax(1) == l8.argmax(1)).mean()),
+            **{f"ort_fp32_vs_{k}": float((l32.argmax(1) == v[1].argmax(1)).mean())
+               for k, v in forms.items() if k != "fp32"},
         },
-        "fp32": report(l32, va), "int8": report(l8, va),
+        **{k: report(v[1], va) for k, v in forms.items()},
     }
-    for k in ("fp32", "int8"):
+    for k in forms:
         print(f"onnxruntime {k}: FER2013 val acc {res[k]['fer2013_val']['accuracy']:.4f} "
               f"macro-F1 {res[k]['fer2013_val']['macro_f1']:.4f} | FER+ val acc "
               f"{res[k]['ferplus_val']['accuracy']:.4f} macro-F1 {res[k]['ferplus_val']['macro_f1']:.4f}")
@@ -195,7 +212,7 @@ def main():
         with open(a.report, "w") as f:
             json.dump(res, f, indent=1)
         np.savez_compressed(os.path.splitext(a.report)[0] + "-logits.npz", files=np.array(va["files"]),
-                            fp32=l32, int8=l8)
+                            **{k: v[1] for k, v in forms.items()})
 
 
 if __name__ == "__main__":

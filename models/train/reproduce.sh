@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce models/emotion-mnv2-fp32.onnx and models/emotion-mnv2-int8.onnx from the data.
+# Reproduce models/emotion-mnv2-{fp32,int8,w8}.onnx from the data.
 #
 #   models/train/reproduce.sh            # the shipped recipe (CPU: ~65 min on 2 idle cores)
 #   EPOCHS=30 EPOCHS2=0 SIZE=96 DEVICE=cuda models/train/reproduce.sh   # a longer GPU run
@@ -72,8 +72,10 @@ echo "exporting $best"
 
 "$PY" "$here/export.py" --checkpoint "$best" --data "$DATA" \
     --fp32 "$OUTDIR/emotion-mnv2-fp32.onnx" --int8 "$OUTDIR/emotion-mnv2-int8.onnx" \
+    --w8 "$OUTDIR/emotion-mnv2-w8.onnx" \
     --report "$RUN/metrics-ort.json" --seed "$SEED" --fp32-head
 "$PY" "$here/tract_check.py" --data "$DATA" \
     --models "$OUTDIR/emotion-mnv2-fp32.onnx" "$OUTDIR/emotion-mnv2-int8.onnx" \
+    "$OUTDIR/emotion-mnv2-w8.onnx" \
     --report "$RUN/metrics-tract.json"
 ls -l "$OUTDIR"/emotion-mnv2-*.onnx

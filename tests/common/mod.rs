@@ -269,7 +269,7 @@ reconnect_max_ms = 500
 "#,
         frames.display(),
         repo.join("models/blazeface-short.onnx").display(),
-        repo.join("models/emotion-mnv2-int8.onnx").display(),
+        repo.join("models/emotion-mnv2-w8.onnx").display(),
     )
     .unwrap();
     path
