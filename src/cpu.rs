@@ -1,5 +1,6 @@
 //! What the CPU offers the inference kernels. tract-linalg picks its matrix kernels at run time
-//! (on aarch64: plain NEON `arm64simd_mmm_i32_8x8` vs the dot-product variant on Pi 5 / Orin),
+//! (on aarch64: NEON f32 kernels; for int8, plain NEON `arm64simd_mmm_i32_8x8` vs the
+//! dot-product variant on Pi 5 / Orin),
 //! so operators want to see in the log which class of board they are on.
 
 /// The SIMD features that matter for tract's kernels, e.g. `["neon", "dotprod"]`.
@@ -44,16 +45,20 @@ pub fn features() -> Vec<&'static str> {
 /// A one-line summary for the start-up log and `emonet check`.
 pub fn summary() -> String {
     let f = features();
+    // The default classifier (int8 weights, float activations) and the detector run float
+    // kernels; only the static int8 QDQ file would reach the integer ones.
     let kernels = if cfg!(target_arch = "aarch64") {
         if f.contains(&"dotprod") {
-            "int8 matmul via NEON dot-product (Pi 5 / Orin class)"
+            "f32 matmul via NEON, int8 via NEON dot-product (Pi 5 / Orin class)"
         } else {
-            "int8 matmul via plain NEON (Pi 4 / Jetson Nano class)"
+            "f32 matmul via NEON, int8 via plain NEON (Pi 4 / Jetson Nano class)"
         }
     } else if f.contains(&"avx512vnni") {
-        "int8 matmul via AVX-512 VNNI"
+        "f32 matmul via AVX-512, int8 via AVX-512 VNNI"
+    } else if f.contains(&"avx512f") {
+        "f32 matmul via AVX-512"
     } else if f.contains(&"fma") {
-        "fp32 matmul via AVX2/FMA"
+        "f32 matmul via AVX2/FMA"
     } else {
         "generic kernels"
     };

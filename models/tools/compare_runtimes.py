@@ -10,7 +10,7 @@ can be compared too (max |tract - ort| is printed).
     python3 models/tools/compare_runtimes.py                      # default models, 200 runs
     python3 models/tools/compare_runtimes.py --runs 500 --json out.json
     python3 models/tools/compare_runtimes.py --emonet target/release/emonet \
-        models/blazeface-short.onnx models/emotion-mnv2-fp32.onnx models/emotion-mnv2-int8.onnx
+        models/blazeface-short.onnx models/emotion-mnv2-fp32.onnx models/emotion-mnv2-w8.onnx models/emotion-mnv2-int8.onnx
 
 Prints a markdown table: model, onnxruntime p50, tract p50, tract/ort.
 """
@@ -30,6 +30,7 @@ import onnxruntime as ort
 DEFAULT_MODELS = [
     "models/blazeface-short.onnx",
     "models/emotion-mnv2-fp32.onnx",
+    "models/emotion-mnv2-w8.onnx",
     "models/emotion-mnv2-int8.onnx",
 ]
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce models/emotion-mnv2-{fp32,int8,w8}.onnx from the data.
 #
-#   models/train/reproduce.sh            # the shipped recipe (CPU: ~65 min on 2 idle cores)
+#   models/train/reproduce.sh            # the shipped recipe (CPU: ~2 h 10 min on 2 idle cores)
 #   EPOCHS=30 EPOCHS2=0 SIZE=96 DEVICE=cuda models/train/reproduce.sh   # a longer GPU run
 #
 # Recipe: stage 1 fine-tunes ImageNet MobileNetV2 for EPOCHS epochs (one-cycle, peak LR); stage 2
@@ -25,8 +25,8 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
 EPOCHS="${EPOCHS:-22}"
-EPOCHS2="${EPOCHS2:-0}"
-LR2="${LR2:-0.02}"
+EPOCHS2="${EPOCHS2:-18}"
+LR2="${LR2:-0.01}"
 SIZE="${SIZE:-64}"
 BATCH="${BATCH:-64}"
 LR="${LR:-0.03}"
