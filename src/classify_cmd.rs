@@ -26,14 +26,14 @@ pub struct ClassifyArgs {
     #[arg(
         long,
         value_name = "PATH",
-        default_value = "models/emotion-mnv2-w8.onnx"
+        default_value_os_t = Path::new("models").join(crate::config::DEFAULT_CLASSIFIER_FILE)
     )]
     pub model: PathBuf,
     /// Face detector (BlazeFace short range ONNX).
     #[arg(
         long,
         value_name = "PATH",
-        default_value = "models/blazeface-short.onnx"
+        default_value_os_t = Path::new("models").join(crate::config::DEFAULT_DETECTOR_FILE)
     )]
     pub detector: PathBuf,
     /// Minimum face detection score, 0..1.

@@ -181,11 +181,14 @@ impl Default for ReplaySettings {
 
 /// Where the packaged models live; a source checkout uses `models/` via its config files.
 pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
+/// The default model files (in `DEFAULT_MODEL_DIR`, or `models/` of a checkout for the tools).
+pub const DEFAULT_DETECTOR_FILE: &str = "blazeface-short.onnx";
+pub const DEFAULT_CLASSIFIER_FILE: &str = "emotion-mnv2-w8.onnx";
 
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
-            model: Path::new(DEFAULT_MODEL_DIR).join("blazeface-short.onnx"),
+            model: Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_DETECTOR_FILE),
             score_threshold: 0.6,
             nms_iou: 0.3,
             max_faces: 8,
@@ -196,7 +199,7 @@ impl Default for DetectorConfig {
 impl Default for ClassifierConfig {
     fn default() -> Self {
         ClassifierConfig {
-            model: Path::new(DEFAULT_MODEL_DIR).join("emotion-mnv2-w8.onnx"),
+            model: Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_CLASSIFIER_FILE),
             reuse: Default::default(),
         }
     }

@@ -29,7 +29,7 @@ pub struct EvalArgs {
     #[arg(
         long,
         value_name = "PATH",
-        default_value = "models/emotion-mnv2-w8.onnx"
+        default_value_os_t = Path::new("models").join(crate::config::DEFAULT_CLASSIFIER_FILE)
     )]
     pub model: PathBuf,
     /// Print one JSON object instead of tables.

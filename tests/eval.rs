@@ -1,7 +1,7 @@
 //! `emonet eval` on real data: both shipped int8 models (the default int8-weights file and the
-//! static int8 QDQ file) scored in tract on a fixed slice of the FER2013 validation split (original labels and FER+ majority labels) must stay above a floor a
-//! few points under the value measured when the model was shipped; broken files are counted,
-//! not fatal.
+//! static int8 QDQ file) scored in tract on a fixed slice of the FER2013 validation split
+//! (original labels and FER+ majority labels) must stay above a floor a few points under the
+//! value measured when the model was shipped; broken files are counted, not fatal.
 //!
 //! The FER data come from `../shared/datasets/fer.tar.gz` (never from the repository): the
 //! already extracted `data/fer/val` is used when present, otherwise the val split is extracted
@@ -162,29 +162,13 @@ fn model_on_fer_val_slices((file, floor13, floorplus): (&str, f64, f64)) {
     let countsplus = make_view(&val, &ferplus, &dirplus);
     let classifier = EmotionClassifier::load(root().join("models").join(file))
         .unwrap_or_else(|e| panic!("shipped model {file}: {e:#}"));
-    check_slices(
-        &classifier,
-        file,
-        (&dir13, &counts13, floor13),
-        (&dirplus, &countsplus, floorplus),
-    );
-}
-
-type Slice<'a> = (&'a Path, &'a BTreeMap<String, usize>, f64);
-
-fn check_slices(
-    classifier: &EmotionClassifier,
-    file: &str,
-    (dir, counts, floor13): Slice,
-    (dirplus, countsplus, floorplus): Slice,
-) {
     let opts = EvalOptions::default();
-    let r = evaluate(classifier, dir, &opts).unwrap();
+    let r = evaluate(&classifier, &dir13, &opts).unwrap();
     eprintln!(
         "{file}: FER2013 val slice: n = {}, accuracy = {:.4}, macro-F1 = {:.4} ({:.1} s)",
         r.metrics.n, r.metrics.accuracy, r.metrics.macro_f1, r.seconds
     );
-    assert_eq!(r.metrics.n as usize, counts.values().sum::<usize>());
+    assert_eq!(r.metrics.n as usize, counts13.values().sum::<usize>());
     assert_eq!(r.skipped_files, 0);
     assert_eq!(
         r.metrics.confusion.labels.len(),
@@ -198,7 +182,7 @@ fn check_slices(
         r.metrics.accuracy
     );
 
-    let r = evaluate(classifier, dirplus, &opts).unwrap();
+    let r = evaluate(&classifier, &dirplus, &opts).unwrap();
     eprintln!(
         "{file}: FER+ val slice: n = {}, accuracy = {:.4}, macro-F1 = {:.4} ({:.1} s)",
         r.metrics.n, r.metrics.accuracy, r.metrics.macro_f1, r.seconds
