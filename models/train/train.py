@@ -109,6 +109,9 @@ def main():
     ap.add_argument("--aug-shift", type=float, default=0.08, help="fraction of the width")
     ap.add_argument("--aug-contrast", type=float, default=0.2)
     ap.add_argument("--aug-bright", type=float, default=0.1)
+    ap.add_argument("--clip-grad", type=float, default=0.0,
+                    help="clip the global gradient norm to this (0 = off, the shipped recipe); "
+                         "guards long cycles against the loss spike cycle 2 hit at its epoch 14")
     ap.add_argument("--init", help="start from this train.py checkpoint (a second cycle) instead of the ImageNet head")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -172,6 +175,8 @@ def main():
         perm = torch.randperm(n, generator=gen).to(dev)
         t_ep = time.time()
         run_loss = 0.0
+        clipped = 0
+        norm_sum = 0.0
         for i in range(steps_per_epoch):
             idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
             x = augment_batch(tr_img[idx], a.input_size, gen, a)
@@ -181,6 +186,10 @@ def main():
             loss = -(tr_t[idx] * F.log_softmax(logits, 1)).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if a.clip_grad > 0:
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
+                clipped += int(gnorm > a.clip_grad)
+                norm_sum += float(gnorm)
             opt.step()
             sched.step()
             step += 1
@@ -188,7 +197,9 @@ def main():
             if step % 20 == 0:
                 el = time.time() - t_ep
                 print(f"ep {ep} step {i + 1}/{steps_per_epoch} loss {run_loss / (i + 1):.4f} "
-                      f"lr {sched.get_last_lr()[0]:.4f} {el / (i + 1):.3f}s/step", flush=True)
+                      f"lr {sched.get_last_lr()[0]:.4f} {el / (i + 1):.3f}s/step"
+                      + (f" grad-norm {norm_sum / (i + 1):.2f} clipped {clipped}" if a.clip_grad > 0 else ""),
+                      flush=True)
             if a.max_steps and step >= a.max_steps:
                 print(f"max steps reached: {(time.time() - t_train) / step:.3f}s/step", flush=True)
                 return
@@ -196,6 +207,7 @@ def main():
         acc = ferdata.accuracies(logits, va)
         score = (acc["fer2013_acc"] + acc["ferplus_acc"]) / 2
         rec = {"epoch": ep + 1, "train_loss": run_loss / steps_per_epoch, **acc, "score": score,
+               "clipped_steps": clipped, "mean_grad_norm": norm_sum / steps_per_epoch,
                "epoch_s": time.time() - t_ep, "elapsed_s": time.time() - t_train}
         print(json.dumps(rec), flush=True)
         logf.write(json.dumps(rec) + "\n")
