@@ -207,8 +207,9 @@ def main():
         acc = ferdata.accuracies(logits, va)
         score = (acc["fer2013_acc"] + acc["ferplus_acc"]) / 2
         rec = {"epoch": ep + 1, "train_loss": run_loss / steps_per_epoch, **acc, "score": score,
-               "clipped_steps": clipped, "mean_grad_norm": norm_sum / steps_per_epoch,
                "epoch_s": time.time() - t_ep, "elapsed_s": time.time() - t_train}
+        if a.clip_grad > 0:  # only measured when clipping is on
+            rec.update(clipped_steps=clipped, mean_grad_norm=norm_sum / steps_per_epoch)
         print(json.dumps(rec), flush=True)
         logf.write(json.dumps(rec) + "\n")
         logf.flush()
