@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
-"""Fine-tune ImageNet MobileNetV2 on FER2013 + FER+ (8 classes), CPU or CUDA.
+"""Fine-tune ImageNet MobileNetV2 with two heads on FER2013 + FER+, CPU or CUDA.
 
-Example:
+One backbone, two linear heads: `ferplus` (8 classes, the FER+ vote distribution after the FER+
+paper's cleaning) and `fer2013` (7 classes, the original labels). Each head's loss is masked
+where its label is missing. Example:
+
   python train.py --data ../../data/fer --weights mobilenet_v2-b0353104.pth \
-      --input-size 64 --epochs 8 --out runs/mnv2-64
+      --input-size 64 --epochs 24 --channels-last --out runs/v2-64
 
-Writes OUT/best.pt (selected on val: mean of FER2013 and FER+ majority accuracy), OUT/last.pt
-and OUT/log.jsonl (one JSON object per epoch).
+Writes, in OUT: config.json; log.jsonl (one JSON object per epoch: train losses, val accuracy and
+macro-F1 of each head on its views); ckpt.pt after every epoch (model, optimizer, schedule, RNG
+states: `--resume` continues from it, bit-exactly on CPU); best-ferplus.pt (selected on the
+ferplus head's accuracy on the ferplus-clean val view), best-fer2013.pt (the fer2013 head's
+accuracy on FER2013 val) and last.pt.
 """
 import argparse
 import json
@@ -27,6 +33,7 @@ import ferdata  # noqa: E402
 
 
 def build_model(num_classes=8, weights=None, dropout=0.2):
+    """The v1 single-head network (kept to load v1 checkpoints: val_probe.py, export.py)."""
     m = torchvision.models.mobilenet_v2()
     if weights:
         sd = torch.load(weights, map_location="cpu", weights_only=True)
@@ -35,6 +42,36 @@ def build_model(num_classes=8, weights=None, dropout=0.2):
     nn.init.normal_(m.classifier[1].weight, 0, 0.01)
     nn.init.zeros_(m.classifier[1].bias)
     return m
+
+
+class TwoHead(nn.Module):
+    """MobileNetV2 features -> global average pool -> dropout -> one Linear per head.
+    forward() returns the heads' logits as a tuple, in `heads` order."""
+
+    def __init__(self, heads, weights=None, dropout=0.2):
+        super().__init__()
+        m = torchvision.models.mobilenet_v2()
+        if weights:
+            m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        self.features = m.features
+        self.dropout = nn.Dropout(dropout)
+        self.head_names = list(heads)
+        self.heads = nn.ModuleDict({k: nn.Linear(m.last_channel, len(v)) for k, v in heads.items()})
+        for h in self.heads.values():
+            nn.init.normal_(h.weight, 0, 0.01)
+            nn.init.zeros_(h.bias)
+
+    def forward(self, x):
+        f = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+        f = self.dropout(f)
+        return tuple(self.heads[k](f) for k in self.head_names)
+
+
+def model_from_config(cfg):
+    """The network a checkpoint's config describes (two-head v2, or the v1 single head)."""
+    if "heads" in cfg:
+        return TwoHead(cfg["heads"])
+    return build_model(len(cfg["labels"]))
 
 
 def normalise(x01):
@@ -80,47 +117,215 @@ def augment_batch(img_u8, size, gen, a):
 
 
 @torch.no_grad()
-def predict(model, images_u8, size, device, bs=256, channels_last=False):
+def predict(model, images_u8, size, device, bs=256, channels_last=False, amp=None):
+    """Logits of every output, numpy: a [N, K] array for a single-head model, a tuple of them
+    (in head order) for TwoHead."""
     model.eval()
-    out = []
+    outs = []
     for i in range(0, len(images_u8), bs):
         x = eval_batch(torch.from_numpy(images_u8[i:i + bs]).to(device), size)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float().cpu())
-    return torch.cat(out).numpy()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            y = model(x)
+        outs.append([t.float().cpu() for t in (y if isinstance(y, tuple) else (y,))])
+    res = tuple(torch.cat([o[k] for o in outs]).numpy() for k in range(len(outs[0])))
+    return res if len(res) > 1 else res[0]
 
 
-def main():
+def val_metrics(model, va, a, dev):
+    """Accuracy and macro-F1 of each head on its val views (ferdata.head_reports)."""
+    logits = predict(model, va["images"], a.input_size, dev, channels_last=a.channels_last, amp=a.amp)
+    reps = ferdata.head_reports(dict(zip(model.head_names, logits)), va)
+    out = {}
+    for k, r in reps.items():
+        out[f"{k}/acc"] = r["accuracy"]
+        out[f"{k}/macro_f1"] = r["macro_f1"]
+    return out
+
+
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="dir with train/ and val/ (each with labels.csv)")
     ap.add_argument("--weights", required=True, help="torchvision mobilenet_v2 ImageNet state dict (.pth)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--input-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=0.05, help="peak LR of the one-cycle schedule")
+    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.03, help="peak LR of the one-cycle schedule")
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--wd", type=float, default=5e-5)
     ap.add_argument("--warmup", type=float, default=0.15, help="fraction of steps warming up")
-    ap.add_argument("--w-fer2013", type=float, default=0.5, help="weight of the FER2013 one-hot in the target")
+    ap.add_argument("--ferplus-labels", default="clean", choices=["clean", "raw", "majority"],
+                    help="ferplus head target (ferdata.head_targets)")
+    ap.add_argument("--w-ferplus", type=float, default=1.0, help="weight of the ferplus head's loss")
+    ap.add_argument("--w-fer2013", type=float, default=1.0, help="weight of the fer2013 head's loss")
     ap.add_argument("--aug-scale", type=float, default=0.10)
     ap.add_argument("--aug-rot", type=float, default=10.0, help="degrees")
     ap.add_argument("--aug-shift", type=float, default=0.08, help="fraction of the width")
     ap.add_argument("--aug-contrast", type=float, default=0.2)
     ap.add_argument("--aug-bright", type=float, default=0.1)
-    ap.add_argument("--clip-grad", type=float, default=0.0,
-                    help="clip the global gradient norm to this (0 = off, the shipped recipe); "
-                         "guards long cycles against the loss spike cycle 2 hit at its epoch 14")
-    ap.add_argument("--init", help="start from this train.py checkpoint (a second cycle) instead of the ImageNet head")
+    ap.add_argument("--clip-grad", type=float, default=5.0,
+                    help="clip the global gradient norm to this (0 = off)")
+    ap.add_argument("--init", help="start from this two-head checkpoint's weights (a second cycle)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/ckpt.pt (same arguments) when it exists")
+    ap.add_argument("--retime", action="store_true",
+                    help="with --resume: accept a different --epochs and stretch or shrink the rest of "
+                         "the one-cycle schedule to it (the LR jumps to the new curve's value)")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="leave after this many epochs of this invocation (tests of --resume)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--amp", default="none", choices=["none", "bf16"], help="autocast (CUDA: bf16)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training rows (smoke runs)")
+    ap.add_argument("--val-limit", type=int, default=0, help="use only the first N val rows (smoke runs)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after N steps (timing)")
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
+    return ap.parse_args(argv)
 
+
+# Arguments that must match for --resume to continue a run (the rest may change, e.g. --threads).
+RESUME_KEYS = ["data", "input_size", "epochs", "batch_size", "lr", "momentum", "wd", "warmup",
+               "ferplus_labels", "w_ferplus", "w_fer2013", "limit", "seed", "init"]
+
+
+def make_optimizer(model, a, total_steps):
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": a.wd},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=a.lr, momentum=a.momentum, nesterov=True)
+    return make_optimizer_schedule(opt, a, total_steps)
+
+
+def make_optimizer_schedule(opt, a, total_steps):
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=total_steps,
+                                                pct_start=a.warmup, anneal_strategy="cos",
+                                                div_factor=25.0, final_div_factor=1e3)
+    return opt, sched
+
+
+def rng_state(gen):
+    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+          "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st, gen):
+    gen.set_state(st["gen"])
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def follow_threads_file(a):
+    """CPU threads may be changed while a run trains: write a number to OUT/threads (on a shared,
+    oversubscribed machine 1 thread can be 5x faster per step than 2)."""
+    p = os.path.join(a.out, "threads")
+    try:
+        n = int(open(p).read().strip())
+    except (OSError, ValueError):
+        return
+    if n > 0 and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+        print(f"threads -> {n} ({p})", flush=True)
+
+
+def retime(opt, sched, a, total_steps, step):
+    """A fresh one-cycle schedule over total_steps, positioned at `step` (for --retime)."""
+    if step >= total_steps:
+        raise SystemExit(f"--retime: {step} steps are done, --epochs {a.epochs} has only {total_steps}")
+    _, new = make_optimizer_schedule(opt, a, total_steps)
+    new.last_epoch = step
+    new._step_count = step + 1
+    for g, lr in zip(opt.param_groups, new.get_lr()):
+        g["lr"] = lr
+    new._last_lr = [g["lr"] for g in opt.param_groups]
+    return new
+
+
+def masked_ce(logits, target, mask):
+    """Mean soft-target cross-entropy over the rows where mask is set (0 when none is)."""
+    ce = -(target * F.log_softmax(logits.float(), 1)).sum(1)
+    m = mask.float()
+    return (ce * m).sum() / m.sum().clamp(min=1.0)
+
+
+def train_epoch(model, opt, sched, data, a, gen, dev, ep, state):
+    """One epoch; returns the per-epoch training record (losses, clipping)."""
+    model.train()
+    imgs, targets = data
+    n = len(imgs)
+    steps = n // a.batch_size
+    perm = torch.randperm(n, generator=gen).to(dev)
+    t_ep = time.time()
+    sums = {"loss": 0.0, **{f"loss_{k}": 0.0 for k in model.head_names}}
+    clipped, norm_sum = 0, 0.0
+    w = {"ferplus": a.w_ferplus, "fer2013": a.w_fer2013}
+    for i in range(steps):
+        idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
+        x = augment_batch(imgs[idx], a.input_size, gen, a)
+        if a.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+            outs = model(x)
+        losses = {k: masked_ce(o, targets[k][0][idx], targets[k][1][idx])
+                  for k, o in zip(model.head_names, outs)}
+        loss = sum(w[k] * v for k, v in losses.items())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if a.clip_grad > 0:
+            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad))
+            clipped += int(gnorm > a.clip_grad)
+            norm_sum += gnorm
+        opt.step()
+        sched.step()
+        state["step"] += 1
+        sums["loss"] += loss.item()
+        for k, v in losses.items():
+            sums[f"loss_{k}"] += v.item()
+        if state["step"] % 20 == 0:
+            follow_threads_file(a)
+            el = time.time() - t_ep
+            print(f"ep {ep} step {i + 1}/{steps} loss {sums['loss'] / (i + 1):.4f} "
+                  f"lr {sched.get_last_lr()[0]:.4f} {el / (i + 1):.3f}s/step"
+                  + (f" grad-norm {norm_sum / (i + 1):.2f} clipped {clipped}" if a.clip_grad > 0 else ""),
+                  flush=True)
+        if a.max_steps and state["step"] >= a.max_steps:
+            print(f"max steps reached: {el / (i + 1):.3f}s/step", flush=True)
+            raise SystemExit(0)
+    rec = {k: v / steps for k, v in sums.items()}
+    if a.clip_grad > 0:
+        rec.update(clipped_steps=clipped, mean_grad_norm=norm_sum / steps)
+    rec["train_s"] = time.time() - t_ep
+    return rec
+
+
+def load_data(a, dev):
+    t0 = time.time()
+    tr = ferdata.load_split(os.path.join(a.data, "train"), limit=a.limit or None)
+    va = ferdata.load_split(os.path.join(a.data, "val"), limit=a.val_limit or None)
+    tg = ferdata.head_targets(tr, a.ferplus_labels)
+    keep = np.nonzero(tg["ferplus"][1] | tg["fer2013"][1])[0]
+    imgs = torch.from_numpy(tr["images"][keep]).to(dev)
+    targets = {k: (torch.from_numpy(t[keep]).to(dev), torch.from_numpy(m[keep]).to(dev))
+               for k, (t, m) in tg.items()}
+    print(f"loaded {len(keep)}/{len(tr['files'])} train rows (ferplus labels "
+          f"{int(tg['ferplus'][1].sum())}, fer2013 labels {int(tg['fer2013'][1].sum())}), "
+          f"{len(va['files'])} val rows in {time.time() - t0:.1f}s; device {dev}, "
+          f"threads {torch.get_num_threads()}", flush=True)
+    return (imgs, targets), va
+
+
+def main(argv=None):
+    a = parse_args(argv)
     random.seed(a.seed)
     np.random.seed(a.seed)
     torch.manual_seed(a.seed)
@@ -131,95 +336,74 @@ def main():
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     os.makedirs(a.out, exist_ok=True)
+    data, va = load_data(a, dev)
 
-    t0 = time.time()
-    tr = ferdata.load_split(os.path.join(a.data, "train"), limit=a.limit or None)
-    va = ferdata.load_split(os.path.join(a.data, "val"))
-    targets, keep = ferdata.soft_targets(tr, a.w_fer2013)
-    tr_img = torch.from_numpy(tr["images"][keep]).to(dev)
-    tr_t = torch.from_numpy(targets).to(dev)
-    print(f"loaded {len(keep)}/{len(tr['files'])} train rows, {len(va['files'])} val rows "
-          f"in {time.time() - t0:.1f}s; device {dev}, threads {torch.get_num_threads()}", flush=True)
-
-    model = build_model(8, a.weights)
+    model = TwoHead(ferdata.HEADS, a.weights)
     if a.init:
         model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["state_dict"])
         print(f"initialised from {a.init}", flush=True)
     model = model.to(dev)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    decay, no_decay = [], []
-    for n_, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": a.wd},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=a.lr, momentum=a.momentum, nesterov=True)
-    n = len(tr_img)
-    steps_per_epoch = n // a.batch_size
-    total = steps_per_epoch * a.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=total,
-                                                pct_start=a.warmup, anneal_strategy="cos",
-                                                div_factor=25.0, final_div_factor=1e3)
+    steps_per_epoch = len(data[0]) // a.batch_size
+    opt, sched = make_optimizer(model, a, steps_per_epoch * a.epochs)
     gen = torch.Generator().manual_seed(a.seed)
-    config = {k: v for k, v in vars(a).items()}
-    config.update(labels=ferdata.LABELS, mean=ferdata.MEAN, std=ferdata.STD, color="gray",
-                  channels=3, train_rows=int(n))
+    config = dict(vars(a))
+    config.update(heads=ferdata.HEADS, labels=ferdata.LABELS, mean=ferdata.MEAN, std=ferdata.STD,
+                  color="gray", channels=3, train_rows=int(len(data[0])))
+    state = {"step": 0, "epoch": 0, "best": {"ferplus": -1.0, "fer2013": -1.0}}
+    ck_path = os.path.join(a.out, "ckpt.pt")
+    if a.resume and os.path.exists(ck_path):
+        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        keys = [k for k in RESUME_KEYS if not (a.retime and k == "epochs")]
+        diff = {k: (ck["config"].get(k), config[k]) for k in keys if ck["config"].get(k) != config[k]}
+        if diff:
+            raise SystemExit(f"--resume: {ck_path} was written with other arguments: {diff}")
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"], gen)
+        state = ck["state"]
+        if "retimed_from" in ck["config"]:
+            config["retimed_from"] = ck["config"]["retimed_from"]
+        if ck["config"]["epochs"] != a.epochs:
+            sched = retime(opt, sched, a, steps_per_epoch * a.epochs, state["step"])
+            config["retimed_from"] = config.get("retimed_from", []) + [
+                {"epochs": ck["config"]["epochs"], "at_step": state["step"]}]
+            print(f"retimed: {ck['config']['epochs']} -> {a.epochs} epochs at step {state['step']}, "
+                  f"lr now {sched.get_last_lr()[0]:.5f}", flush=True)
+        print(f"resumed from {ck_path}: epoch {state['epoch']} of {a.epochs}, step {state['step']}", flush=True)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
     logf = open(os.path.join(a.out, "log.jsonl"), "a")
-    best = -1.0
-    step = 0
-    t_train = time.time()
-    for ep in range(a.epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(dev)
+    selectors = {"ferplus": "ferplus/ferplus_clean_val/acc", "fer2013": "fer2013/fer2013_val/acc"}
+    done_here = 0
+    while state["epoch"] < a.epochs:
         t_ep = time.time()
-        run_loss = 0.0
-        clipped = 0
-        norm_sum = 0.0
-        for i in range(steps_per_epoch):
-            idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
-            x = augment_batch(tr_img[idx], a.input_size, gen, a)
-            if a.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x)
-            loss = -(tr_t[idx] * F.log_softmax(logits, 1)).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if a.clip_grad > 0:
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
-                clipped += int(gnorm > a.clip_grad)
-                norm_sum += float(gnorm)
-            opt.step()
-            sched.step()
-            step += 1
-            run_loss += loss.item()
-            if step % 20 == 0:
-                el = time.time() - t_ep
-                print(f"ep {ep} step {i + 1}/{steps_per_epoch} loss {run_loss / (i + 1):.4f} "
-                      f"lr {sched.get_last_lr()[0]:.4f} {el / (i + 1):.3f}s/step"
-                      + (f" grad-norm {norm_sum / (i + 1):.2f} clipped {clipped}" if a.clip_grad > 0 else ""),
-                      flush=True)
-            if a.max_steps and step >= a.max_steps:
-                print(f"max steps reached: {(time.time() - t_train) / step:.3f}s/step", flush=True)
-                return
-        logits = predict(model, va["images"], a.input_size, dev, channels_last=a.channels_last)
-        acc = ferdata.accuracies(logits, va)
-        score = (acc["fer2013_acc"] + acc["ferplus_acc"]) / 2
-        rec = {"epoch": ep + 1, "train_loss": run_loss / steps_per_epoch, **acc, "score": score,
-               "epoch_s": time.time() - t_ep, "elapsed_s": time.time() - t_train}
-        if a.clip_grad > 0:  # only measured when clipping is on
-            rec.update(clipped_steps=clipped, mean_grad_norm=norm_sum / steps_per_epoch)
+        rec = {"epoch": state["epoch"] + 1,
+               **train_epoch(model, opt, sched, data, a, gen, dev, state["epoch"], state)}
+        rec.update(val_metrics(model, va, a, dev))
+        rec["epoch_s"] = time.time() - t_ep
+        state["epoch"] += 1
         print(json.dumps(rec), flush=True)
         logf.write(json.dumps(rec) + "\n")
         logf.flush()
-        ck = {"state_dict": model.state_dict(), "config": config, "epoch": ep + 1, "val": acc}
-        torch.save(ck, os.path.join(a.out, "last.pt"))
-        if score > best:
-            best = score
-            torch.save(ck, os.path.join(a.out, "best.pt"))
-            print(f"new best {score:.4f} at epoch {ep + 1}", flush=True)
-    print(f"done: {a.epochs} epochs in {time.time() - t_train:.0f}s, best score {best:.4f}", flush=True)
+        small = {"state_dict": model.state_dict(), "config": config, "epoch": state["epoch"], "val": rec}
+        torch.save(small, os.path.join(a.out, "last.pt"))
+        for head, key in selectors.items():
+            if rec[key] > state["best"][head]:
+                state["best"][head] = rec[key]
+                torch.save(small, os.path.join(a.out, f"best-{head}.pt"))
+                print(f"new best {head} {rec[key]:.4f} at epoch {state['epoch']}", flush=True)
+        full = dict(small, optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=rng_state(gen),
+                    state=state)
+        torch.save(full, ck_path + ".tmp")
+        os.replace(ck_path + ".tmp", ck_path)
+        done_here += 1
+        if a.stop_after and done_here >= a.stop_after and state["epoch"] < a.epochs:
+            print(f"stopping after {done_here} epochs (--stop-after); continue with --resume", flush=True)
+            return
+    print(f"done: {a.epochs} epochs, best {state['best']}", flush=True)
 
 
 if __name__ == "__main__":
