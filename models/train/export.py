@@ -3,8 +3,13 @@
 training images and to int8 weights with float activations (W8A32, weight_only.py), and check
 all of them with onnxruntime on val.
 
+A two-head (v2) checkpoint gives one ONNX output per head, named after it (`ferplus`, `fer2013`),
+with `emonet.outputs` listing them and `emonet.labels.<output>` naming each one's labels;
+`emonet.labels` holds the first (default) output's labels, so a reader of single-output files
+still works. A v1 checkpoint gives the single output `logits` as before.
+
 Example:
-  python export.py --checkpoint runs/mnv2-64/best.pt --data ../../data/fer \
+  python export.py --checkpoint runs/v2-64-e14/best-ferplus.pt --data ../../data/fer \
       --fp32 ../emotion-mnv2-fp32.onnx --int8 ../emotion-mnv2-int8.onnx \
       --w8 ../emotion-mnv2-w8.onnx --report metrics-ort.json
 
@@ -28,7 +33,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferdata  # noqa: E402
-from train import build_model, eval_batch  # noqa: E402
+from train import eval_batch, model_from_config  # noqa: E402
 from weight_only import quantize_weights  # noqa: E402
 
 
@@ -53,8 +58,9 @@ def prune_opsets(model):
 
 
 def set_metadata(model, cfg, name, face_margin):
+    heads = cfg.get("heads")
     meta = {
-        "emonet.labels": ",".join(cfg["labels"]),
+        "emonet.labels": ",".join(next(iter(heads.values())) if heads else cfg["labels"]),
         "emonet.input_height": str(cfg["input_size"]),
         "emonet.input_width": str(cfg["input_size"]),
         "emonet.channels": str(cfg["channels"]),
@@ -65,6 +71,10 @@ def set_metadata(model, cfg, name, face_margin):
         "emonet.face_margin": f"{face_margin:g}",
         "emonet.name": name,
     }
+    if heads:
+        meta["emonet.outputs"] = ",".join(heads)
+        for k, v in heads.items():
+            meta[f"emonet.labels.{k}"] = ",".join(v)
     del model.metadata_props[:]
     for k, v in meta.items():
         p = model.metadata_props.add()
@@ -88,24 +98,41 @@ class Calib(CalibrationDataReader):
 
 
 def run_ort(path, x, threads):
+    """{output name: logits [N, K]} and ms per image, one image per run."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
-    out = np.empty((len(x), len(s.get_outputs()[0].shape) and s.get_outputs()[0].shape[1]), np.float32)
+    names = [o.name for o in s.get_outputs()]
+    outs = {k: [] for k in names}
     t = time.time()
     for i in range(len(x)):
-        out[i] = s.run(None, {name: x[i:i + 1]})[0][0]
-    return out, (time.time() - t) / len(x) * 1000
+        for k, y in zip(names, s.run(None, {name: x[i:i + 1]})):
+            outs[k].append(y[0])
+    return {k: np.stack(v) for k, v in outs.items()}, (time.time() - t) / len(x) * 1000
 
 
-def report(logits, va):
+def report(outputs, va):
+    """Per-class reports. outputs: {name: logits}. Two-head files: ferdata.head_reports; a
+    single-output (v1) file: its 8 classes on FER+ majority, best of 7 on FER2013."""
+    if "ferplus" in outputs:
+        return ferdata.head_reports(outputs, va)
+    logits = next(iter(outputs.values()))
     m = va["fer2013"] >= 0
     r13 = ferdata.per_class_report(logits[m, :7].argmax(1), va["fer2013"][m], ferdata.FER2013_LABELS)
     m = va["ferplus"] >= 0
     rfp = ferdata.per_class_report(logits[m].argmax(1), va["ferplus"][m], ferdata.LABELS)
     return {"fer2013_val": r13, "ferplus_val": rfp}
+
+
+def summary(rep):
+    return " | ".join(f"{k} acc {r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f}" for k, r in rep.items())
+
+
+def agreement(a, b):
+    """Top-1 agreement per output between two {name: logits} dicts."""
+    return {k: float((a[k].argmax(1) == b[k].argmax(1)).mean()) for k in a}
 
 
 def main():
@@ -124,22 +151,24 @@ def main():
     ap.add_argument("--fp32-head", action="store_true",
                     help="leave the classifier Gemm unquantized (float logits from the dequantized features)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the val check")
+    ap.add_argument("--val-limit", type=int, default=0, help="check on the first N val rows only (smoke runs)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
     ck = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
     cfg = ck["config"]
     size = cfg["input_size"]
-    model = build_model(len(cfg["labels"]))
+    model = model_from_config(cfg)
     model.load_state_dict(ck["state_dict"])
     model.eval()
+    out_names = list(cfg["heads"]) if "heads" in cfg else ["logits"]
     print(f"checkpoint {a.checkpoint}: epoch {ck['epoch']}, val {ck['val']}", flush=True)
 
     # fp32 export (BatchNorm folded into Conv by the exporter in eval mode).
     dummy = torch.zeros(1, 3, size, size)
     with tempfile.TemporaryDirectory() as td:
         raw = os.path.join(td, "raw.onnx")
-        torch.onnx.export(model, dummy, raw, input_names=["input"], output_names=["logits"],
+        torch.onnx.export(model, dummy, raw, input_names=["input"], output_names=out_names,
                           opset_version=a.opset, do_constant_folding=True, dynamo=False)
         m = onnx.load(raw)
         onnx.checker.check_model(m)
@@ -180,10 +209,11 @@ def main():
               "activations float", flush=True)
 
     # Check on val with onnxruntime.
-    va = ferdata.load_split(os.path.join(a.data, "val"))
+    va = ferdata.load_split(os.path.join(a.data, "val"), limit=a.val_limit or None)
     x = preprocess(va["images"], size)
     with torch.no_grad():
-        lt = model(torch.from_numpy(x)).numpy()
+        y = model(torch.from_numpy(x))
+        lt = dict(zip(out_names, (t.numpy() for t in (y if isinstance(y, tuple) else (y,)))))
     l32, ms32 = run_ort(a.fp32, x, a.threads)
     l8, ms8 = run_ort(a.int8, x, a.threads)
     forms = {"fp32": (a.fp32, l32, ms32), "int8": (a.int8, l8, ms8)}
@@ -195,24 +225,21 @@ def main():
                         "fp32_head": a.fp32_head},
         "bytes": {k: os.path.getsize(v[0]) for k, v in forms.items()},
         "ort_ms_per_image_1thread": {k: v[2] for k, v in forms.items()},
-        "max_abs_diff_torch_vs_ort_fp32": float(np.abs(lt - l32).max()),
+        "max_abs_diff_torch_vs_ort_fp32": max(float(np.abs(lt[k] - l32[k]).max()) for k in lt),
         "top1_agreement": {
-            "torch_vs_ort_fp32": float((lt.argmax(1) == l32.argmax(1)).mean()),
-            **{f"ort_fp32_vs_{k}": float((l32.argmax(1) == v[1].argmax(1)).mean())
-               for k, v in forms.items() if k != "fp32"},
+            "torch_vs_ort_fp32": agreement(lt, l32),
+            **{f"ort_fp32_vs_{k}": agreement(l32, v[1]) for k, v in forms.items() if k != "fp32"},
         },
         **{k: report(v[1], va) for k, v in forms.items()},
     }
     for k in forms:
-        print(f"onnxruntime {k}: FER2013 val acc {res[k]['fer2013_val']['accuracy']:.4f} "
-              f"macro-F1 {res[k]['fer2013_val']['macro_f1']:.4f} | FER+ val acc "
-              f"{res[k]['ferplus_val']['accuracy']:.4f} macro-F1 {res[k]['ferplus_val']['macro_f1']:.4f}")
+        print(f"onnxruntime {k}: {summary(res[k])}")
     print(f"top-1 agreement {res['top1_agreement']}, ms/img {res['ort_ms_per_image_1thread']}")
     if a.report:
         with open(a.report, "w") as f:
             json.dump(res, f, indent=1)
         np.savez_compressed(os.path.splitext(a.report)[0] + "-logits.npz", files=np.array(va["files"]),
-                            **{k: v[1] for k, v in forms.items()})
+                            **{f"{k}/{o}": v[1][o] for k, v in forms.items() for o in v[1]})
 
 
 if __name__ == "__main__":
