@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Markdown tables for the model card from `emonet eval --json` outputs (tract) or from
-export.py's metrics-ort.json (onnxruntime).
+"""Markdown tables for the model card from `emonet eval --json` outputs (tract), from
+tract_check.py's metrics-tract.json (tract, Python preprocessing) or from export.py's
+metrics-ort.json (onnxruntime). Views of two-head files: `ferplus/ferplus_clean_val`,
+`ferplus/ferplus_val`, `fer2013/fer2013_val`, `ferplus/fer2013_val` (head/view).
 
   python card_tables.py --eval fp32=eval-fp32-fer2013.json int8=eval-int8-fer2013.json
-  python card_tables.py --ort runs/.../metrics-ort.json --view fer2013_val
+  python card_tables.py --ort runs/.../metrics-ort.json --view fer2013/fer2013_val
+  python card_tables.py --tract runs/.../metrics-tract.json --view ferplus/ferplus_clean_val --confusion w8
 """
 import argparse
 import json
@@ -33,7 +36,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--eval", nargs="*", default=[], help="NAME=emonet-eval.json")
     ap.add_argument("--ort")
+    ap.add_argument("--tract", help="tract_check.py report: one column group per model file")
     ap.add_argument("--view", default="fer2013_val")
+    ap.add_argument("--confusion", help="also print this column group's confusion matrix")
     a = ap.parse_args()
     reps = {}
     for s in a.eval:
@@ -41,9 +46,22 @@ def main():
         reps[n] = json.load(open(p))
     if a.ort:
         r = json.load(open(a.ort))
-        for k in ("fp32", "int8"):
-            reps[f"ort {k}"] = r[k][a.view]
+        for k in ("fp32", "int8", "w8"):
+            if k in r:
+                reps[f"ort {k}"] = r[k][a.view]
+    if a.tract:
+        r = json.load(open(a.tract))
+        for f, v in r.items():
+            if isinstance(v, dict) and "tract" in v:
+                reps[f.replace("emotion-mnv2-", "").replace(".onnx", "")] = v["tract"][a.view]
     print(table(reps))
+    if a.confusion:
+        rep = reps[a.confusion]
+        labels = list(rep["per_class"])
+        print("\n```\n" + " " * 9 + " ".join(f"{c[:5]:>5}" for c in labels))
+        for c, row in zip(labels, rep["confusion"]):
+            print(f"{c:9s}" + " ".join(f"{v:5d}" for v in row))
+        print("```")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import os
 import random
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -174,7 +175,8 @@ def parse_args(argv=None):
                     help="with --resume: accept a different --epochs and stretch or shrink the rest of "
                          "the one-cycle schedule to it (the LR jumps to the new curve's value)")
     ap.add_argument("--stop-after", type=int, default=0,
-                    help="leave after this many epochs of this invocation (tests of --resume)")
+                    help="leave once this many epochs of the run are done (with --resume: at once "
+                         "when the checkpoint is that far); used by --retime recipes and tests")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--amp", default="none", choices=["none", "bf16"], help="autocast (CUDA: bf16)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -245,7 +247,10 @@ def retime(opt, sched, a, total_steps, step):
     _, new = make_optimizer_schedule(opt, a, total_steps)
     new.last_epoch = step
     new._step_count = step + 1
-    for g, lr in zip(opt.param_groups, new.get_lr()):
+    with warnings.catch_warnings():  # get_lr() outside step() is what is wanted here
+        warnings.simplefilter("ignore", UserWarning)
+        lrs = new.get_lr()
+    for g, lr in zip(opt.param_groups, lrs):
         g["lr"] = lr
     new._last_lr = [g["lr"] for g in opt.param_groups]
     return new
@@ -266,8 +271,9 @@ def train_epoch(model, opt, sched, data, a, gen, dev, ep, state):
     steps = n // a.batch_size
     perm = torch.randperm(n, generator=gen).to(dev)
     t_ep = time.time()
-    sums = {"loss": 0.0, **{f"loss_{k}": 0.0 for k in model.head_names}}
-    clipped, norm_sum = 0, 0.0
+    # Running sums stay on the device (no host sync per step on CUDA); read every 20 steps.
+    sums = {k: torch.zeros((), device=dev) for k in ["loss"] + [f"loss_{h}" for h in model.head_names]}
+    clipped, norm_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
     w = {"ferplus": a.w_ferplus, "fer2013": a.w_fer2013}
     for i in range(steps):
         idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
@@ -282,28 +288,28 @@ def train_epoch(model, opt, sched, data, a, gen, dev, ep, state):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if a.clip_grad > 0:
-            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad))
-            clipped += int(gnorm > a.clip_grad)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad).detach()
+            clipped += (gnorm > a.clip_grad).float()
             norm_sum += gnorm
         opt.step()
         sched.step()
         state["step"] += 1
-        sums["loss"] += loss.item()
+        sums["loss"] += loss.detach()
         for k, v in losses.items():
-            sums[f"loss_{k}"] += v.item()
-        if state["step"] % 20 == 0:
+            sums[f"loss_{k}"] += v.detach()
+        if state["step"] % 20 == 0 or (a.max_steps and state["step"] >= a.max_steps):
             follow_threads_file(a)
             el = time.time() - t_ep
-            print(f"ep {ep} step {i + 1}/{steps} loss {sums['loss'] / (i + 1):.4f} "
+            print(f"ep {ep} step {i + 1}/{steps} loss {float(sums['loss']) / (i + 1):.4f} "
                   f"lr {sched.get_last_lr()[0]:.4f} {el / (i + 1):.3f}s/step"
-                  + (f" grad-norm {norm_sum / (i + 1):.2f} clipped {clipped}" if a.clip_grad > 0 else ""),
-                  flush=True)
+                  + (f" grad-norm {float(norm_sum) / (i + 1):.2f} clipped {int(clipped)}"
+                     if a.clip_grad > 0 else ""), flush=True)
         if a.max_steps and state["step"] >= a.max_steps:
             print(f"max steps reached: {el / (i + 1):.3f}s/step", flush=True)
             raise SystemExit(0)
-    rec = {k: v / steps for k, v in sums.items()}
+    rec = {k: float(v) / steps for k, v in sums.items()}
     if a.clip_grad > 0:
-        rec.update(clipped_steps=clipped, mean_grad_norm=norm_sum / steps)
+        rec.update(clipped_steps=int(clipped), mean_grad_norm=float(norm_sum) / steps)
     rec["train_s"] = time.time() - t_ep
     return rec
 
@@ -355,6 +361,9 @@ def main(argv=None):
     ck_path = os.path.join(a.out, "ckpt.pt")
     if a.resume and os.path.exists(ck_path):
         ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        if a.stop_after and ck["state"]["epoch"] >= a.stop_after:
+            print(f"{ck_path} is at epoch {ck['state']['epoch']} >= --stop-after {a.stop_after}", flush=True)
+            return
         keys = [k for k in RESUME_KEYS if not (a.retime and k == "epochs")]
         diff = {k: (ck["config"].get(k), config[k]) for k in keys if ck["config"].get(k) != config[k]}
         if diff:
@@ -377,7 +386,6 @@ def main(argv=None):
         json.dump(config, f, indent=1)
     logf = open(os.path.join(a.out, "log.jsonl"), "a")
     selectors = {"ferplus": "ferplus/ferplus_clean_val/acc", "fer2013": "fer2013/fer2013_val/acc"}
-    done_here = 0
     while state["epoch"] < a.epochs:
         t_ep = time.time()
         rec = {"epoch": state["epoch"] + 1,
@@ -399,9 +407,8 @@ def main(argv=None):
                     state=state)
         torch.save(full, ck_path + ".tmp")
         os.replace(ck_path + ".tmp", ck_path)
-        done_here += 1
-        if a.stop_after and done_here >= a.stop_after and state["epoch"] < a.epochs:
-            print(f"stopping after {done_here} epochs (--stop-after); continue with --resume", flush=True)
+        if a.stop_after and state["epoch"] >= a.stop_after and state["epoch"] < a.epochs:
+            print(f"stopping after epoch {state['epoch']} (--stop-after); continue with --resume", flush=True)
             return
     print(f"done: {a.epochs} epochs, best {state['best']}", flush=True)
 
