@@ -13,11 +13,12 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use tract_onnx::prelude::*;
 
-use emonet::config::{Settings, TrackerConfig};
+use emonet::config::{Settings, TrackerSettings, DEFAULT_CLASSIFIER_FILE, DEFAULT_DETECTOR_FILE};
 use emonet::event::EventPayload;
+use emonet::frame::decode_image;
 use emonet::mqtt::Outbox;
 use emonet::pipeline::Pipeline;
-use emonet::reuse::{ReuseConfig, ScoreReuse};
+use emonet::reuse::{ReuseSettings, ScoreReuse};
 use emonet::track::Tracker;
 use emonet::vision::classify::face_crop_rect;
 use emonet::vision::{DetectorSettings, EmotionClassifier, FaceDetector};
@@ -26,15 +27,19 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+fn model(file: &str) -> PathBuf {
+    root().join("models").join(file)
+}
+
 fn frame_bytes() -> Vec<u8> {
     std::fs::read(root().join("samples/frames/0000.jpg")).expect("samples/frames/0000.jpg")
 }
 
 fn classifiers() -> Vec<PathBuf> {
     let mut v = vec![
-        root().join("models/emotion-mnv2-w8.onnx"),
-        root().join("models/emotion-mnv2-int8.onnx"),
-        root().join("models/emotion-mnv2-fp32.onnx"),
+        model(DEFAULT_CLASSIFIER_FILE),
+        model("emotion-mnv2-int8.onnx"),
+        model("emotion-mnv2-fp32.onnx"),
     ];
     if let Ok(extra) = std::env::var("EMONET_BENCH_CLASSIFIERS") {
         v.extend(
@@ -54,26 +59,22 @@ fn short(p: &Path) -> String {
 }
 
 fn detector() -> FaceDetector {
-    FaceDetector::load(
-        root().join("models/blazeface-short.onnx"),
-        DetectorSettings::default(),
-    )
+    FaceDetector::load(&DetectorSettings {
+        model: model(DEFAULT_DETECTOR_FILE),
+        ..DetectorSettings::default()
+    })
     .expect("detector")
 }
 
 fn bench_decode(c: &mut Criterion) {
     let bytes = frame_bytes();
     c.bench_function("decode/jpeg_640x480", |b| {
-        b.iter(|| {
-            image::load_from_memory(black_box(&bytes))
-                .unwrap()
-                .into_rgb8()
-        })
+        b.iter(|| decode_image(black_box(&bytes)).unwrap())
     });
 }
 
 fn bench_detect(c: &mut Criterion) {
-    let img = image::load_from_memory(&frame_bytes()).unwrap().into_rgb8();
+    let img = decode_image(&frame_bytes()).unwrap();
     let det = detector();
     assert_eq!(
         det.detect(&img).unwrap().len(),
@@ -87,7 +88,7 @@ fn bench_detect(c: &mut Criterion) {
 
 fn bench_crop_resize(c: &mut Criterion) {
     // The classifier's crop + resize (same fast_image_resize call as vision::classify), alone.
-    let img = image::load_from_memory(&frame_bytes()).unwrap().into_rgb8();
+    let img = decode_image(&frame_bytes()).unwrap();
     let face = detector().detect(&img).unwrap().remove(0);
     let (l, t, w, h) = face_crop_rect(img.width(), img.height(), &face.bbox, 0.1).unwrap();
     let mut resizer = Resizer::new();
@@ -105,7 +106,7 @@ fn bench_crop_resize(c: &mut Criterion) {
 }
 
 fn bench_classify(c: &mut Criterion) {
-    let img = image::load_from_memory(&frame_bytes()).unwrap().into_rgb8();
+    let img = decode_image(&frame_bytes()).unwrap();
     let face = detector().detect(&img).unwrap().remove(0);
     let mut g = c.benchmark_group("classify");
     for path in classifiers() {
@@ -118,7 +119,7 @@ fn bench_classify(c: &mut Criterion) {
         let shape = clf.meta().input_shape();
         let model = emonet::vision::model::load(&path, &shape).expect("plan");
         let mut state = emonet::vision::model::PlanState::new(&model.plan).unwrap();
-        let input = emonet::bench::raw_input(&shape);
+        let input = emonet::cli::bench::raw_input(&shape);
         g.bench_function(format!("tract/{}", short(&path)), |b| {
             b.iter(|| state.run(tvec!(input.clone().into_tvalue())).unwrap())
         });
@@ -127,13 +128,13 @@ fn bench_classify(c: &mut Criterion) {
 }
 
 fn bench_track_publish(c: &mut Criterion) {
-    let img = image::load_from_memory(&frame_bytes()).unwrap().into_rgb8();
+    let img = decode_image(&frame_bytes()).unwrap();
     let det = detector();
-    let clf = EmotionClassifier::load(root().join("models/emotion-mnv2-w8.onnx")).unwrap();
+    let clf = EmotionClassifier::load(model(DEFAULT_CLASSIFIER_FILE)).unwrap();
     let face = det.detect(&img).unwrap().remove(0);
     let scores = clf.classify_face(&img, &face).unwrap();
     let faces = vec![(face, scores)];
-    let mut tracker = Tracker::new(TrackerConfig::default());
+    let mut tracker = Tracker::new(TrackerSettings::default());
     let mut now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
     c.bench_function("track/one_face_update", |b| {
         b.iter(|| {
@@ -142,7 +143,7 @@ fn bench_track_publish(c: &mut Criterion) {
         })
     });
     // Produce a real event to serialise: a fresh tracker confirms the face after min_hits.
-    let mut t = Tracker::new(TrackerConfig::default());
+    let mut t = Tracker::new(TrackerSettings::default());
     let mut ev = None;
     for i in 0..10 {
         let evs = t.update(&faces, now + Duration::from_millis(33 * i));
@@ -164,17 +165,17 @@ fn bench_track_publish(c: &mut Criterion) {
 }
 
 fn bench_pipeline(c: &mut Criterion) {
-    let img = image::load_from_memory(&frame_bytes()).unwrap().into_rgb8();
+    let img = decode_image(&frame_bytes()).unwrap();
     let mut g = c.benchmark_group("pipeline");
     for path in classifiers() {
         let mut s = Settings::default();
-        s.detector.model = root().join("models/blazeface-short.onnx");
+        s.detector.model = model(DEFAULT_DETECTOR_FILE);
         s.classifier.model = path.clone();
         let p = Pipeline::load(&s).unwrap();
         // every face classified on every frame (no reuse): the full per-frame cost
-        let mut every_frame = ScoreReuse::new(ReuseConfig {
+        let mut every_frame = ScoreReuse::new(ReuseSettings {
             max_frames: 0,
-            ..ReuseConfig::default()
+            ..ReuseSettings::default()
         });
         g.bench_function(format!("detect_classify/{}", short(&path)), |b| {
             b.iter(|| p.process(black_box(&img), &mut every_frame).unwrap())

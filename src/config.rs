@@ -23,12 +23,12 @@ pub struct Settings {
     pub device_id: String,
     pub camera: CameraSettings,
     pub replay: ReplaySettings,
-    pub detector: DetectorConfig,
-    pub classifier: ClassifierConfig,
-    pub tracker: TrackerConfig,
-    pub mqtt: MqttConfig,
-    pub broker: BrokerConfig,
-    pub log: LogConfig,
+    pub detector: DetectorSettings,
+    pub classifier: ClassifierSettings,
+    pub tracker: TrackerSettings,
+    pub mqtt: MqttSettings,
+    pub broker: BrokerSettings,
+    pub log: LogSettings,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,26 +73,57 @@ pub struct ReplaySettings {
     pub looped: bool,
 }
 
+/// Face detection (BlazeFace): the daemon's, `emonet classify`'s and `emonet bench`'s settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct DetectorConfig {
+pub struct DetectorSettings {
     pub model: PathBuf,
+    /// Minimum face score (0..1) to keep a detection.
     pub score_threshold: f32,
+    /// Detections overlapping a better one by more than this IoU are merged / suppressed (0..1).
     pub nms_iou: f32,
+    /// At most this many faces per frame, best first.
     pub max_faces: usize,
+    /// Faces whose box is narrower than this fraction of the frame's shorter side are dropped
+    /// (0 keeps everything).
+    pub min_face_size: f32,
+    /// Weighted NMS (average of the overlapping boxes, as MediaPipe does) instead of plain NMS.
+    pub weighted_nms: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct ClassifierConfig {
+pub struct ClassifierSettings {
     pub model: PathBuf,
     /// When a face's earlier scores may stand in for classifying it again.
-    pub reuse: crate::reuse::ReuseConfig,
+    pub reuse: ReuseSettings,
+}
+
+/// When a face's earlier scores may stand in for classifying it again (see [`crate::reuse`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReuseSettings {
+    /// Frames a face's scores may be reused after it was classified (0 = classify every frame).
+    pub max_frames: u32,
+    /// Minimum overlap between the face's box and the box that was classified.
+    pub min_iou: f32,
+    /// Largest mean change of the face's 8×8 luma thumbnail, in grey levels (0..255).
+    pub max_change: f32,
+}
+
+impl Default for ReuseSettings {
+    fn default() -> Self {
+        ReuseSettings {
+            max_frames: 2,
+            min_iou: 0.85,
+            max_change: 2.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct TrackerConfig {
+pub struct TrackerSettings {
     /// Minimum IoU for a detection to continue an existing track.
     pub iou_threshold: f32,
     /// Frames a face must be seen before it is reported (filters one-frame false positives).
@@ -109,7 +140,7 @@ pub struct TrackerConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct MqttConfig {
+pub struct MqttSettings {
     pub host: String,
     pub port: u16,
     /// Empty: `emonet-<device_id>`.
@@ -127,12 +158,12 @@ pub struct MqttConfig {
     /// Publish Home Assistant MQTT discovery for this device (re-sent when HA restarts).
     pub homeassistant: bool,
     pub discovery_prefix: String,
-    pub tls: TlsConfig,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
+pub struct TlsSettings {
     pub enabled: bool,
     pub ca_file: PathBuf,
     pub client_cert: PathBuf,
@@ -142,14 +173,14 @@ pub struct TlsConfig {
 /// An MQTT broker inside the daemon, for demos and single-board setups without mosquitto.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct BrokerConfig {
+pub struct BrokerSettings {
     pub enabled: bool,
     pub listen: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
+pub struct LogSettings {
     /// error, warn, info, debug or trace.
     pub level: String,
 }
@@ -185,29 +216,31 @@ pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
 pub const DEFAULT_DETECTOR_FILE: &str = "blazeface-short.onnx";
 pub const DEFAULT_CLASSIFIER_FILE: &str = "emotion-mnv2-w8.onnx";
 
-impl Default for DetectorConfig {
+impl Default for DetectorSettings {
     fn default() -> Self {
-        DetectorConfig {
+        DetectorSettings {
             model: Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_DETECTOR_FILE),
             score_threshold: 0.6,
             nms_iou: 0.3,
             max_faces: 8,
+            min_face_size: 0.0,
+            weighted_nms: true,
         }
     }
 }
 
-impl Default for ClassifierConfig {
+impl Default for ClassifierSettings {
     fn default() -> Self {
-        ClassifierConfig {
+        ClassifierSettings {
             model: Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_CLASSIFIER_FILE),
             reuse: Default::default(),
         }
     }
 }
 
-impl Default for TrackerConfig {
+impl Default for TrackerSettings {
     fn default() -> Self {
-        TrackerConfig {
+        TrackerSettings {
             iou_threshold: 0.3,
             min_hits: 2,
             max_missed: 5,
@@ -218,9 +251,9 @@ impl Default for TrackerConfig {
     }
 }
 
-impl Default for MqttConfig {
+impl Default for MqttSettings {
     fn default() -> Self {
-        MqttConfig {
+        MqttSettings {
             host: "localhost".into(),
             port: 1883,
             client_id: String::new(),
@@ -234,23 +267,23 @@ impl Default for MqttConfig {
             reconnect_max_ms: 10_000,
             homeassistant: false,
             discovery_prefix: "homeassistant".into(),
-            tls: TlsConfig::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
 
-impl Default for BrokerConfig {
+impl Default for BrokerSettings {
     fn default() -> Self {
-        BrokerConfig {
+        BrokerSettings {
             enabled: false,
             listen: "127.0.0.1:1883".into(),
         }
     }
 }
 
-impl Default for LogConfig {
+impl Default for LogSettings {
     fn default() -> Self {
-        LogConfig {
+        LogSettings {
             level: "info".into(),
         }
     }
@@ -318,68 +351,12 @@ impl Settings {
     /// Checks values that parse but cannot work. Files are checked where they are used
     /// (model loading names the key), so `check` and `run` report them the same way.
     pub fn validate(&self) -> Result<()> {
-        let t = &self.tracker;
-        if !(t.smoothing > 0.0 && t.smoothing <= 1.0) {
-            bail!("tracker.smoothing must be in (0, 1], got {}", t.smoothing);
-        }
-        if !(0.0..=1.0).contains(&t.iou_threshold) {
-            bail!(
-                "tracker.iou_threshold must be in [0, 1], got {}",
-                t.iou_threshold
-            );
-        }
-        if !(0.0..=1.0).contains(&self.detector.score_threshold) {
-            bail!(
-                "detector.score_threshold must be in [0, 1], got {}",
-                self.detector.score_threshold
-            );
-        }
-        if !(0.0..=1.0).contains(&self.detector.nms_iou) {
-            bail!(
-                "detector.nms_iou must be in [0, 1], got {}",
-                self.detector.nms_iou
-            );
-        }
-        let r = &self.classifier.reuse;
-        if !(0.0..=1.0).contains(&r.min_iou) {
-            bail!(
-                "classifier.reuse.min_iou must be in [0, 1], got {}",
-                r.min_iou
-            );
-        }
-        if !(0.0..=255.0).contains(&r.max_change) {
-            bail!(
-                "classifier.reuse.max_change must be in [0, 255] grey levels, got {}",
-                r.max_change
-            );
-        }
-        if self.camera.fps == 0 || self.camera.width == 0 || self.camera.height == 0 {
-            bail!("camera.width, camera.height and camera.fps must be positive");
-        }
-        if self.replay.fps.is_nan() || self.replay.fps < 0.0 {
-            bail!(
-                "replay.fps must be >= 0 (0 = as fast as possible), got {}",
-                self.replay.fps
-            );
-        }
-        if self.mqtt.queue_capacity == 0 {
-            bail!("mqtt.queue_capacity must be at least 1");
-        }
-        if self.mqtt.host.is_empty() {
-            bail!("mqtt.host must not be empty");
-        }
-        if self.mqtt.topic_prefix.is_empty() || self.mqtt.topic_prefix.contains(['+', '#']) {
-            bail!(
-                "mqtt.topic_prefix must be non-empty and free of MQTT wildcards, got {:?}",
-                self.mqtt.topic_prefix
-            );
-        }
-        if self.mqtt.tls.enabled {
-            bail!("mqtt.tls.enabled = true: TLS is not supported by this build yet (the keys are reserved)");
-        }
-        if self.mqtt.username.is_empty() && !self.mqtt.password.is_empty() {
-            bail!("mqtt.password is set but mqtt.username is empty");
-        }
+        self.camera.validate()?;
+        self.replay.validate()?;
+        self.detector.validate()?;
+        self.classifier.reuse.validate()?;
+        self.tracker.validate()?;
+        self.mqtt.validate()?;
         if self.broker.enabled {
             self.broker
                 .listen
@@ -422,6 +399,13 @@ impl Settings {
         }
     }
 
+    /// Points the models at the default files in `dir` (a checkout's `models/`), for the tools
+    /// that run without a config file.
+    pub fn use_models_in(&mut self, dir: &Path) {
+        self.detector.model = dir.join(DEFAULT_DETECTOR_FILE);
+        self.classifier.model = dir.join(DEFAULT_CLASSIFIER_FILE);
+    }
+
     /// The effective configuration as TOML (secrets masked), for `emonet check`.
     pub fn to_toml_masked(&self) -> String {
         let mut copy = self.clone();
@@ -429,6 +413,93 @@ impl Settings {
             copy.mqtt.password = "********".into();
         }
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// `key` must lie in `[lo, hi]` (NaN never does).
+fn check_range(key: &str, value: f32, lo: f32, hi: f32) -> Result<()> {
+    if !(lo..=hi).contains(&value) {
+        bail!("{key} must be in [{lo}, {hi}], got {value}");
+    }
+    Ok(())
+}
+
+impl CameraSettings {
+    pub fn validate(&self) -> Result<()> {
+        if self.fps == 0 || self.width == 0 || self.height == 0 {
+            bail!("camera.width, camera.height and camera.fps must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl ReplaySettings {
+    pub fn validate(&self) -> Result<()> {
+        if self.fps.is_nan() || self.fps < 0.0 {
+            bail!(
+                "replay.fps must be >= 0 (0 = as fast as possible), got {}",
+                self.fps
+            );
+        }
+        Ok(())
+    }
+}
+
+impl DetectorSettings {
+    /// The ranges, checked once for the config file and for a detector built by hand.
+    pub fn validate(&self) -> Result<()> {
+        check_range("detector.score_threshold", self.score_threshold, 0.0, 1.0)?;
+        check_range("detector.nms_iou", self.nms_iou, 0.0, 1.0)?;
+        check_range("detector.min_face_size", self.min_face_size, 0.0, 1.0)
+    }
+}
+
+impl ReuseSettings {
+    pub fn validate(&self) -> Result<()> {
+        check_range("classifier.reuse.min_iou", self.min_iou, 0.0, 1.0)?;
+        if !(0.0..=255.0).contains(&self.max_change) {
+            bail!(
+                "classifier.reuse.max_change must be in [0, 255] grey levels, got {}",
+                self.max_change
+            );
+        }
+        Ok(())
+    }
+}
+
+impl TrackerSettings {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
+            bail!(
+                "tracker.smoothing must be in (0, 1], got {}",
+                self.smoothing
+            );
+        }
+        check_range("tracker.iou_threshold", self.iou_threshold, 0.0, 1.0)
+    }
+}
+
+impl MqttSettings {
+    pub fn validate(&self) -> Result<()> {
+        if self.queue_capacity == 0 {
+            bail!("mqtt.queue_capacity must be at least 1");
+        }
+        if self.host.is_empty() {
+            bail!("mqtt.host must not be empty");
+        }
+        if self.topic_prefix.is_empty() || self.topic_prefix.contains(['+', '#']) {
+            bail!(
+                "mqtt.topic_prefix must be non-empty and free of MQTT wildcards, got {:?}",
+                self.topic_prefix
+            );
+        }
+        if self.tls.enabled {
+            bail!("mqtt.tls.enabled = true: TLS is not supported by this build yet (the keys are reserved)");
+        }
+        if self.username.is_empty() && !self.password.is_empty() {
+            bail!("mqtt.password is set but mqtt.username is empty");
+        }
+        Ok(())
     }
 }
 

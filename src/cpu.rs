@@ -1,7 +1,8 @@
 //! What the CPU offers the inference kernels. tract-linalg picks its matrix kernels at run time
 //! (on aarch64: NEON f32 kernels; for int8, plain NEON `arm64simd_mmm_i32_8x8` vs the
 //! dot-product variant on Pi 5 / Orin),
-//! so operators want to see in the log which class of board they are on.
+//! so operators want to see in the log which class of board they are on. Also the one reader of
+//! `/proc/<pid>/status` (peak and current memory, for `emonet bench` and the tests).
 
 /// The SIMD features that matter for tract's kernels, e.g. `["neon", "dotprod"]`.
 pub fn features() -> Vec<&'static str> {
@@ -67,6 +68,16 @@ pub fn summary() -> String {
         std::env::consts::ARCH,
         f.join(" ")
     )
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`pid` may be `self`), e.g. `VmHWM` or `VmRSS`, in KiB;
+/// `None` where the kernel does not report it.
+pub fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 pub fn log_features() {

@@ -180,6 +180,19 @@ impl StatePayload {
     }
 }
 
+/// A payload as JSON bytes. The serialisation-failure policy, in one place: such a failure is
+/// a bug, not a condition of the device, so it is logged and the message is skipped; it never
+/// stops the daemon.
+pub fn encode<T: Serialize>(what: &str, payload: &T) -> Option<Vec<u8>> {
+    match serde_json::to_vec(payload) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            log::error!("cannot serialise the {what} payload: {e}");
+            None
+        }
+    }
+}
+
 /// Milliseconds and seconds in stats and reports: three decimals.
 pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0

@@ -77,7 +77,6 @@ mod tests {
             seq,
             image: image::RgbImage::new(1, 1),
             captured: std::time::SystemTime::now(),
-            meta: None,
         }
     }
 

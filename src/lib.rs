@@ -1,24 +1,41 @@
 //! emonet: on-device facial emotion recognition.
 //!
-//! The pipeline, one module per stage, read top to bottom:
-//! [`camera`] (V4L2 or replay) → [`vision`] (detect faces, classify expressions) →
-//! [`track`] (stable ids, smoothing, hysteresis) → [`event`] (JSON payloads) → [`mqtt`].
-//! [`daemon`] wires them together; [`config`] is the operator's interface.
-pub mod bench;
-pub mod broker;
+//! # Layout
+//!
+//! The pipeline, one module per stage, in the order a frame travels:
+//! - [`camera`]: frame sources (V4L2 or replayed images) behind one trait; [`frame`] is the unit
+//!   they yield and the one image decoder.
+//! - [`vision`]: BlazeFace face detection and the emotion classifier, both run by tract.
+//! - [`reuse`]: a face's recent scores standing in for classifying it again.
+//! - [`pipeline`]: one frame through the models (detect, then classify or reuse each face).
+//! - [`track`]: stable face ids, score smoothing, hysteresis on emotion changes.
+//! - [`event`]: the JSON payloads published over MQTT (the versioned public interface).
+//! - [`mqtt`]: the bounded outbox, the publisher task, Home Assistant discovery.
+//! - [`daemon`]: `emonet run`: capture thread, the frame [`daemon::Worker`] (used by the bench
+//!   too), supervision, stats, shutdown.
+//!
+//! Around it: [`config`] (the operator's settings, one type per stage, checked once),
+//! [`handoff`] (newest-frame-wins between capture and inference), [`broker`] (the embedded MQTT
+//! broker), [`logging`], [`cpu`] (SIMD features, `/proc` memory figures). [`cli`] holds the
+//! command line's subcommands (classify, eval, bench, watch, …); the daemon does not use it.
+
+// The pipeline.
 pub mod camera;
-pub mod classify_cmd;
-pub mod config;
-pub mod cpu;
 pub mod daemon;
-pub mod eval;
 pub mod event;
 pub mod frame;
-pub mod handoff;
-pub mod logging;
-pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 pub mod reuse;
 pub mod track;
 pub mod vision;
+
+// Around it.
+pub mod broker;
+pub mod config;
+pub mod cpu;
+pub mod handoff;
+pub mod logging;
+
+// The command line's subcommands.
+pub mod cli;

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::config::Settings;
-use crate::reuse::{ReuseConfig, ReuseCounts, ScoreReuse};
-use crate::vision::{DetectorSettings, EmotionClassifier, EmotionScores, Face, FaceDetector};
+use crate::reuse::{ReuseCounts, ReuseSettings, ScoreReuse};
+use crate::vision::{EmotionClassifier, EmotionScores, Face, FaceDetector};
 
 pub struct Pipeline {
     pub detector: FaceDetector,
     pub classifier: EmotionClassifier,
     /// `classifier.reuse`; each stream keeps its own [`ScoreReuse`] ([`Pipeline::new_stream`]).
-    pub reuse: ReuseConfig,
+    pub reuse: ReuseSettings,
 }
 
 /// Where one frame's time went.
@@ -29,17 +29,8 @@ pub struct StageTimes {
 impl Pipeline {
     /// Errors name the config key and the file, e.g. `classifier.model /x.onnx: No such file`.
     pub fn load(settings: &Settings) -> Result<Self> {
-        let d = &settings.detector;
-        let detector = FaceDetector::load(
-            &d.model,
-            DetectorSettings {
-                score_threshold: d.score_threshold,
-                nms_iou: d.nms_iou,
-                max_faces: d.max_faces,
-                ..DetectorSettings::default()
-            },
-        )
-        .with_context(|| format!("detector.model {}", d.model.display()))?;
+        let detector = FaceDetector::load(&settings.detector)
+            .with_context(|| format!("detector.model {}", settings.detector.model.display()))?;
         let classifier = EmotionClassifier::load(&settings.classifier.model)
             .with_context(|| format!("classifier.model {}", settings.classifier.model.display()))?;
         Ok(Pipeline {

@@ -11,37 +11,15 @@
 //!
 //! `max_frames = 0` turns reuse off: every face is classified on every frame.
 
+pub use crate::config::ReuseSettings;
+use crate::vision::{luma, BBox, EmotionScores, Face};
 use anyhow::Result;
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
-
-use crate::vision::{luma, BBox, EmotionScores, Face};
 
 /// Side of the thumbnail grid over the face box.
 const GRID: usize = 8;
 /// Samples per grid cell along each axis.
 const SAMPLES: usize = 4;
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReuseConfig {
-    /// Frames a face's scores may be reused after it was classified (0 = classify every frame).
-    pub max_frames: u32,
-    /// Minimum overlap between the face's box and the box that was classified.
-    pub min_iou: f32,
-    /// Largest mean change of the face's 8×8 luma thumbnail, in grey levels (0..255).
-    pub max_change: f32,
-}
-
-impl Default for ReuseConfig {
-    fn default() -> Self {
-        ReuseConfig {
-            max_frames: 2,
-            min_iou: 0.85,
-            max_change: 2.0,
-        }
-    }
-}
 
 /// Mean luma of each cell of a GRID×GRID grid laid over a face box.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,12 +79,12 @@ pub struct ReuseCounts {
 /// The faces classified on recent frames. One per video stream (it compares consecutive frames).
 #[derive(Debug)]
 pub struct ScoreReuse {
-    cfg: ReuseConfig,
+    cfg: ReuseSettings,
     kept: Vec<Kept>,
 }
 
 impl ScoreReuse {
-    pub fn new(cfg: ReuseConfig) -> Self {
+    pub fn new(cfg: ReuseSettings) -> Self {
         ScoreReuse {
             cfg,
             kept: Vec::new(),
@@ -213,7 +191,7 @@ mod tests {
     #[test]
     fn a_still_face_is_classified_once_per_max_frames_plus_one() {
         let calls = Cell::new(0);
-        let mut reuse = ScoreReuse::new(ReuseConfig::default()); // max_frames 2
+        let mut reuse = ScoreReuse::new(ReuseSettings::default()); // max_frames 2
         let img = frame(40);
         let mut got = vec![];
         for _ in 0..7 {
@@ -232,9 +210,9 @@ mod tests {
     #[test]
     fn a_changed_face_or_a_moved_box_is_classified_again() {
         let calls = Cell::new(0);
-        let mut reuse = ScoreReuse::new(ReuseConfig {
+        let mut reuse = ScoreReuse::new(ReuseSettings {
             max_frames: 100,
-            ..ReuseConfig::default()
+            ..ReuseSettings::default()
         });
         reuse
             .scores(&frame(40), vec![face(0.25)], counting(&calls))
@@ -265,7 +243,7 @@ mod tests {
     #[test]
     fn two_faces_never_share_one_kept_result_and_zero_turns_reuse_off() {
         let calls = Cell::new(0);
-        let mut reuse = ScoreReuse::new(ReuseConfig::default());
+        let mut reuse = ScoreReuse::new(ReuseSettings::default());
         let img = frame(40);
         reuse
             .scores(&img, vec![face(0.25)], counting(&calls))
@@ -278,9 +256,9 @@ mod tests {
         assert_ne!(out[0].1.scores, out[1].1.scores);
 
         let calls = Cell::new(0);
-        let mut off = ScoreReuse::new(ReuseConfig {
+        let mut off = ScoreReuse::new(ReuseSettings {
             max_frames: 0,
-            ..ReuseConfig::default()
+            ..ReuseSettings::default()
         });
         for _ in 0..3 {
             off.scores(&img, vec![face(0.25)], counting(&calls))

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::TrackerConfig;
-use crate::vision::{BBox, EmotionScores, Face};
+use crate::config::TrackerSettings;
+use crate::vision::{argmax, BBox, EmotionScores, Face};
 
 /// Stable id of one face while it stays in view. Never reused within a daemon's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -68,13 +68,13 @@ struct Track {
 }
 
 pub struct Tracker {
-    cfg: TrackerConfig,
+    cfg: TrackerSettings,
     tracks: Vec<Track>,
     next_id: u64,
 }
 
 impl Tracker {
-    pub fn new(cfg: TrackerConfig) -> Self {
+    pub fn new(cfg: TrackerSettings) -> Self {
         Tracker {
             cfg,
             tracks: Vec::new(),
@@ -199,7 +199,7 @@ impl Track {
         &mut self,
         face: &Face,
         scores: &EmotionScores,
-        cfg: &TrackerConfig,
+        cfg: &TrackerSettings,
         now: SystemTime,
     ) -> Option<TrackEvent> {
         self.bbox = face.bbox;
@@ -268,13 +268,6 @@ impl Track {
     }
 }
 
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,8 +298,8 @@ mod tests {
         )
     }
 
-    fn cfg() -> TrackerConfig {
-        TrackerConfig {
+    fn cfg() -> TrackerSettings {
+        TrackerSettings {
             iou_threshold: 0.3,
             min_hits: 2,
             max_missed: 2,

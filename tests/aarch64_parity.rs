@@ -13,22 +13,17 @@
 //! The end-to-end comparison (`emonet classify` / `emonet eval`, top-1 agreement) needs both
 //! binaries and lives in `.ci/aarch64`.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use emonet::config::MqttConfig;
+use common::{free_port, model, root};
+use emonet::config::MqttSettings;
+use emonet::daemon::Shutdown;
 use emonet::mqtt::{run_publisher, Outbox, Topics, OFFLINE, ONLINE};
 use emonet::vision::EmotionClassifier;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Generous: under qemu everything is 10–50× slower.
 const WAIT: Duration = Duration::from_secs(60);
@@ -55,22 +50,22 @@ fn mqtt_publisher_round_trip_through_the_embedded_broker() {
             }
         }
 
-        let cfg = MqttConfig {
+        let cfg = MqttSettings {
             host: "127.0.0.1".into(),
             port,
-            ..MqttConfig::default()
+            ..MqttSettings::default()
         };
         let topics = Topics::new(&cfg.topic_prefix, "board");
         let outbox = Outbox::new(16);
         outbox.set_state(br#"{"faces":[]}"#.to_vec());
         outbox.push_event(br#"{"type":"face_appeared","track":1}"#.to_vec());
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let stop = Shutdown::new();
         let publisher = tokio::spawn(run_publisher(
             cfg,
             topics.clone(),
             "board".into(),
             outbox.clone(),
-            stop_rx,
+            stop.clone(),
         ));
 
         let (mut online, mut state, mut event, mut offline) = (false, false, false, false);
@@ -97,8 +92,8 @@ fn mqtt_publisher_round_trip_through_the_embedded_broker() {
                     event = true;
                 }
             }
-            if online && state && event && !*stop.borrow() {
-                stop.send(true).unwrap();
+            if online && state && event && !stop.is_triggered() {
+                stop.trigger();
             }
         }
         tokio::time::timeout(WAIT, publisher)
@@ -149,22 +144,22 @@ fn parity_images(root: &Path) -> Vec<PathBuf> {
 /// float-emulated quantisation can round one activation differently across architectures.
 #[test]
 fn classifier_scores_on_fixed_crops() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let images = parity_images(&root);
     assert!(images.len() >= 20, "{images:?}");
     for (name, file) in [
-        ("w8", "models/emotion-mnv2-w8.onnx"),
-        ("int8", "models/emotion-mnv2-int8.onnx"),
-        ("fp32", "models/emotion-mnv2-fp32.onnx"),
+        ("w8", emonet::config::DEFAULT_CLASSIFIER_FILE),
+        ("int8", "emotion-mnv2-int8.onnx"),
+        ("fp32", "emotion-mnv2-fp32.onnx"),
     ] {
-        let classifier = EmotionClassifier::load(root.join(file)).unwrap();
+        let classifier = EmotionClassifier::load(model(file)).unwrap();
         print_crop_scores(&classifier, name, &root, &images);
     }
 }
 
 fn print_crop_scores(classifier: &EmotionClassifier, name: &str, root: &Path, images: &[PathBuf]) {
     for path in images {
-        let img = image::open(path).unwrap().to_rgb8();
+        let img = emonet::frame::read_image(path).unwrap();
         let (w, h) = img.dimensions();
         // A square of half the short side, centred horizontally, in the upper middle (where the
         // faces of the sample frames are); whole pixels, so every architecture sees the same

@@ -24,24 +24,28 @@ fn emonet(cmd: &str, text: &str) -> (bool, String, String) {
 }
 
 fn valid_base() -> String {
-    let repo = repo();
     format!(
         "[camera]\nsource = \"replay\"\n[replay]\npath = \"{}\"\n[detector]\nmodel = \"{}\"\n[classifier]\nmodel = \"{}\"\n",
-        repo.join("samples/frames").display(),
-        repo.join("models/blazeface-short.onnx").display(),
-        repo.join("models/emotion-mnv2-w8.onnx").display()
+        root().join("samples/frames").display(),
+        detector_model().display(),
+        classifier_model().display()
     )
 }
 
 #[test]
 fn check_accepts_the_shipped_configs() {
-    let repo = repo();
-    let model = |f: &str| repo.join("models").join(f).display().to_string();
+    let repo = root();
     // The packaged default points at /usr/share/emonet and a camera: aim those at the checkout
     // through the environment, which is how an operator would override them too.
     let packaged_env = [
-        ("EMONET__DETECTOR__MODEL", model("blazeface-short.onnx")),
-        ("EMONET__CLASSIFIER__MODEL", model("emotion-mnv2-w8.onnx")),
+        (
+            "EMONET__DETECTOR__MODEL",
+            detector_model().display().to_string(),
+        ),
+        (
+            "EMONET__CLASSIFIER__MODEL",
+            classifier_model().display().to_string(),
+        ),
         ("EMONET__CAMERA__SOURCE", "replay".to_string()),
         (
             "EMONET__REPLAY__PATH",
@@ -97,7 +101,10 @@ fn wrong_type_is_named() {
 
 #[test]
 fn missing_model_file_is_named() {
-    let text = valid_base().replace("emotion-mnv2-w8.onnx", "no-such-model.onnx");
+    let text = valid_base().replace(
+        emonet::config::DEFAULT_CLASSIFIER_FILE,
+        "no-such-model.onnx",
+    );
     for cmd in ["check", "run"] {
         let (ok, err, _) = emonet(cmd, &text);
         assert!(!ok);
@@ -117,6 +124,42 @@ fn unreadable_camera_device_is_named() {
         assert!(!ok, "{device}");
         assert!(err.contains(device) && err.contains("camera"), "{err}");
     }
+}
+
+/// A replay folder that goes away under the running daemon is a configuration problem that
+/// retrying cannot fix (`SourceError::Fatal`): `run` stops with a non-zero exit naming the key and
+/// the folder, instead of retrying forever (systemd then restarts it per the unit).
+#[test]
+fn a_source_failing_fatally_stops_run_naming_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for f in ["0000.jpg", "0001.jpg"] {
+        std::fs::copy(root().join("samples/frames").join(f), frames.join(f)).unwrap();
+    }
+    // No broker on this port: the daemon runs without one.
+    let config = write_config(dir.path(), free_port(), &frames, "");
+    let mut daemon = Daemon::start(&config, &[]);
+    // The source is open once the start-up line is logged; then the folder goes away.
+    let t0 = std::time::Instant::now();
+    while !daemon.log().contains("source replay:") {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "daemon did not start; log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&frames).unwrap();
+    let status = daemon.wait(std::time::Duration::from_secs(60));
+    let log = daemon.log();
+    assert!(!status.success(), "{log}");
+    let culprit = format!("replay.path {}", frames.display());
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("emonet: error:") && l.contains(&culprit)),
+        "{log}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn sample_frames() -> std::path::PathBuf {
-    repo().join("samples/frames")
+    root().join("samples/frames")
 }
 
 fn is(m: &Msg, leaf: &str) -> bool {

@@ -8,11 +8,14 @@
 //! into a temporary folder. When `../shared/datasets` is absent the data tests are skipped with a
 //! printed reason.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use emonet::eval::{evaluate, evaluate_path, EvalOptions};
+use common::{classifier_model, detector_model, root};
+use emonet::cli::eval::{evaluate, evaluate_path, EvalOptions};
 use emonet::vision::{DetectorSettings, EmotionClassifier, EmotionScores, FaceDetector};
 use image::RgbImage;
 
@@ -23,7 +26,7 @@ const SLICE: usize = 400;
 /// model or the pre-processing got worse). Measured: w8 FER2013 0.6325 / FER+ 0.8100; int8 QDQ
 /// 0.6375 / 0.8075.
 const SLICE_FLOORS: [(&str, f64, f64); 2] = [
-    ("emotion-mnv2-w8.onnx", 0.60, 0.78),
+    (emonet::config::DEFAULT_CLASSIFIER_FILE, 0.60, 0.78),
     ("emotion-mnv2-int8.onnx", 0.605, 0.775),
 ];
 /// Crops for the detect → classify test (default model), and its floor (measured 0.625; the same
@@ -31,13 +34,9 @@ const SLICE_FLOORS: [(&str, f64, f64); 2] = [
 const DETECT_SLICE: usize = 200;
 const FLOOR_DETECT: f64 = 0.595;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The default classifier (config.rs `ClassifierConfig::default`).
+/// The default classifier (config.rs `ClassifierSettings::default`).
 fn model() -> PathBuf {
-    root().join("models/emotion-mnv2-w8.onnx")
+    classifier_model()
 }
 
 /// The FER val split (folder holding labels.csv and the PNGs), or `None` (with the reason
@@ -205,10 +204,13 @@ fn model_on_fer_val_slices((file, floor13, floorplus): (&str, f64, f64)) {
 fn detect_then_classify_fer_faces() {
     let Some((val, _tmp)) = fer_val() else { return };
     let rows = read_labels(&val);
-    let det = FaceDetector::load(
-        root().join("models/blazeface-short.onnx"),
-        DetectorSettings::default(),
-    )
+    // The detector settings the floor was measured with.
+    let det = FaceDetector::load(&DetectorSettings {
+        model: detector_model(),
+        score_threshold: 0.5,
+        max_faces: 10,
+        ..DetectorSettings::default()
+    })
     .unwrap();
     let cls = EmotionClassifier::load(model()).expect("shipped default model");
     let labels = &cls.meta().labels;

@@ -5,33 +5,43 @@
 //! Test images (tests/data): `astronaut.png` (Eileen Collins, NASA, public domain) and
 //! `coffee.png` (scikit-image data, BSD-3).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use emonet::classify_cmd::{self, ClassifyArgs};
+use common::{classifier_model, detector_model, root};
+use emonet::cli::classify::{self, ClassifyArgs};
+use emonet::config::Settings;
+use emonet::pipeline::Pipeline;
 use emonet::vision::{DetectorSettings, EmotionClassifier, Face, FaceDetector};
 use image::RgbImage;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+fn detector_settings() -> DetectorSettings {
+    DetectorSettings {
+        model: detector_model(),
+        ..DetectorSettings::default()
+    }
 }
 
 fn detector() -> FaceDetector {
-    FaceDetector::load(
-        root().join("models/blazeface-short.onnx"),
-        DetectorSettings::default(),
-    )
-    .expect("load detector")
+    FaceDetector::load(&detector_settings()).expect("load detector")
 }
 
 fn classifier() -> EmotionClassifier {
-    let p = root().join("models/emotion-mnv2-w8.onnx");
+    let p = classifier_model();
     EmotionClassifier::load(&p).unwrap_or_else(|e| panic!("load {}: {e:#}", p.display()))
 }
 
+/// The daemon's default settings with the checkout's models: what `emonet classify` uses.
+fn default_pipeline() -> Pipeline {
+    let mut s = Settings::default();
+    s.use_models_in(&root().join("models"));
+    s.classifier.reuse.max_frames = 0;
+    Pipeline::load(&s).expect("load pipeline")
+}
+
 fn load(name: &str) -> RgbImage {
-    image::open(root().join("tests/data").join(name))
-        .expect("test image")
-        .to_rgb8()
+    emonet::frame::read_image(&root().join("tests/data").join(name)).expect("test image")
 }
 
 fn center(f: &Face) -> (f32, f32) {
@@ -128,18 +138,18 @@ fn settings_limit_and_threshold() {
     let mut det = detector();
     det.set_settings(DetectorSettings {
         score_threshold: 0.999,
-        ..DetectorSettings::default()
+        ..detector_settings()
     });
     assert!(det.detect(&img).unwrap().is_empty());
     det.set_settings(DetectorSettings {
         score_threshold: 0.5,
         max_faces: 0,
-        ..DetectorSettings::default()
+        ..detector_settings()
     });
     assert!(det.detect(&img).unwrap().is_empty());
     det.set_settings(DetectorSettings {
         weighted_nms: false,
-        ..DetectorSettings::default()
+        ..detector_settings()
     });
     let faces = det.detect(&img).unwrap();
     assert_eq!(faces.len(), 1);
@@ -198,10 +208,10 @@ fn classify_crop_matches_face_path_on_the_same_region() {
 
 #[test]
 fn detector_file_is_not_a_classifier() {
-    let p = root().join("models/blazeface-short.onnx");
+    let p = detector_model();
     let e = format!("{:#}", EmotionClassifier::load(&p).unwrap_err());
     assert!(
-        e.contains("blazeface-short.onnx") && e.contains("emonet.labels"),
+        e.contains(emonet::config::DEFAULT_DETECTOR_FILE) && e.contains("emonet.labels"),
         "{e}"
     );
     let e = format!(
@@ -213,10 +223,9 @@ fn detector_file_is_not_a_classifier() {
 
 #[test]
 fn classify_image_json_and_errors() {
-    let det = detector();
-    let cls = classifier();
-    let r =
-        classify_cmd::classify_image(&det, &cls, &root().join("tests/data/astronaut.png")).unwrap();
+    let pipeline = default_pipeline();
+    let cls = &pipeline.classifier;
+    let r = classify::classify_image(&pipeline, &root().join("tests/data/astronaut.png")).unwrap();
     let v = serde_json::to_value(&r).unwrap();
     assert_eq!(v["width"], 512);
     assert_eq!(v["height"], 512);
@@ -232,25 +241,24 @@ fn classify_image_json_and_errors() {
     assert_eq!(scores.len(), cls.meta().labels.len());
     assert_eq!(f["confidence"], scores["happy"]);
 
-    let r =
-        classify_cmd::classify_image(&det, &cls, &root().join("tests/data/coffee.png")).unwrap();
+    let r = classify::classify_image(&pipeline, &root().join("tests/data/coffee.png")).unwrap();
     assert!(r.faces.is_empty());
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.png");
     std::fs::write(&bad, b"definitely not a png").unwrap();
-    assert!(classify_cmd::classify_image(&det, &cls, &bad).is_err());
+    assert!(classify::classify_image(&pipeline, &bad).is_err());
 
     // run(): prints lines, then fails because one image failed
     let args = ClassifyArgs {
         images: vec![root().join("tests/data/coffee.png"), bad],
-        model: root().join("models/emotion-mnv2-w8.onnx"),
-        detector: root().join("models/blazeface-short.onnx"),
+        model: classifier_model(),
+        detector: detector_model(),
         score_threshold: 0.5,
         nms_iou: 0.3,
         max_faces: 10,
     };
-    let e = classify_cmd::run(&args).unwrap_err().to_string();
+    let e = classify::run(&args).unwrap_err().to_string();
     assert!(e.contains("1 of 2"), "{e}");
 }
 
@@ -260,4 +268,61 @@ fn models_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<FaceDetector>();
     check::<EmotionClassifier>();
+}
+
+/// `emonet classify` (the binary, with its default options) and `emonet run`'s per-frame path
+/// (frames from its replay source, the daemon's default `[detector]` and `[classifier]`
+/// settings) find the same faces with the same detector scores and class probabilities on every
+/// sample frame. Each frame is compared on its own: `classifier.reuse` only ever carries scores
+/// between consecutive frames of one stream.
+#[test]
+fn classify_and_run_agree_on_the_sample_frames() {
+    use emonet::camera::{FrameSource, ReplaySource};
+    let frames = root().join("samples/frames");
+    let mut source = ReplaySource::open(&frames, 0.0, false).unwrap();
+    let files = emonet::camera::replay::list_images(&frames).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_emonet"))
+        .current_dir(root())
+        .arg("classify")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), files.len());
+
+    let mut settings = Settings::default();
+    settings.use_models_in(&root().join("models"));
+    let pipeline = Pipeline::load(&settings).unwrap();
+    let mut faces_seen = 0;
+    for (file, line) in files.iter().zip(&lines) {
+        let frame = source.next_frame().unwrap().expect("one frame per file");
+        let (faces, _) = pipeline
+            .process(&frame.image, &mut pipeline.new_stream())
+            .unwrap();
+        let got = line["faces"].as_array().unwrap();
+        let name = file.display();
+        assert_eq!(got.len(), faces.len(), "{name}: {line}");
+        for (g, (face, scores)) in got.iter().zip(&faces) {
+            let num = |v: &serde_json::Value| v.as_f64().unwrap() as f32;
+            assert_eq!(num(&g["score"]), face.score, "{name}");
+            let b = face.bbox;
+            for (k, v) in [("x", b.x), ("y", b.y), ("w", b.w), ("h", b.h)] {
+                assert_eq!(num(&g["box"][k]), v, "{name} box.{k}");
+            }
+            for (label, p) in scores.labels.iter().zip(&scores.scores) {
+                assert_eq!(num(&g["scores"][label.as_str()]), *p, "{name} {label}");
+            }
+        }
+        faces_seen += faces.len();
+    }
+    assert!(faces_seen > 0, "the sample frames hold faces");
 }

@@ -1,8 +1,9 @@
 //! Replays recorded frames (one image or a folder of them) at a fixed rate, as if they came from
 //! a camera. Used by the demo, the tests and the benchmarks.
 //!
-//! A frame may carry metadata in a JSON file next to it with the same stem (`0001.png` +
-//! `0001.json`), attached to the [`Frame`] unchanged.
+//! A file that cannot be decoded is a corrupt frame (skipped, counted); a file that cannot be
+//! read any more makes the source unavailable, and reopening it lists the folder again. A folder
+//! that is gone or holds no images is [`SourceError::Fatal`]: retrying cannot fix it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -94,21 +95,15 @@ impl FrameSource for ReplaySource {
         self.next += 1;
         let seq = self.seq;
         self.seq += 1;
-        let image = image::open(&path)
-            .map_err(|e| SourceError::Corrupt(format!("{}: {e}", path.display())))?
-            .into_rgb8();
-        let meta_path = path.with_extension("json");
-        let meta = match std::fs::read_to_string(&meta_path) {
-            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
-                SourceError::Corrupt(format!("frame metadata {}: {e}", meta_path.display()))
-            })?),
-            Err(_) => None,
-        };
+        let bytes = std::fs::read(&path).map_err(|e| {
+            SourceError::Unavailable(format!("replay.path {}: {e}", path.display()))
+        })?;
+        let image = crate::frame::decode_image(&bytes)
+            .map_err(|e| SourceError::Corrupt(format!("{}: {e}", path.display())))?;
         Ok(Some(Frame {
             seq,
             image,
             captured: SystemTime::now(),
-            meta,
         }))
     }
 
@@ -138,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn plays_folder_in_order_once_with_metadata() {
+    fn plays_folder_in_order_once() {
         let dir = tempfile::tempdir().unwrap();
         png(dir.path(), "b.png", 2);
         png(dir.path(), "a.png", 1);
@@ -147,11 +142,26 @@ mod tests {
         let mut src = ReplaySource::open(dir.path(), 0.0, false).unwrap();
         let f0 = src.next_frame().unwrap().unwrap();
         assert_eq!(f0.image.get_pixel(0, 0).0, [1; 3]);
-        assert_eq!(f0.meta.unwrap()["expect"], "happy");
         let f1 = src.next_frame().unwrap().unwrap();
         assert_eq!((f1.seq, f1.image.get_pixel(0, 0).0), (1, [2; 3]));
-        assert!(f1.meta.is_none());
         assert!(src.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_vanished_folder_is_unavailable_then_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        png(dir.path(), "a.png", 1);
+        let frames = dir.path().join("frames");
+        std::fs::create_dir(&frames).unwrap();
+        png(&frames, "a.png", 1);
+        let mut src = ReplaySource::open(&frames, 0.0, true).unwrap();
+        src.next_frame().unwrap().unwrap();
+        std::fs::remove_dir_all(&frames).unwrap();
+        assert!(matches!(src.next_frame(), Err(SourceError::Unavailable(_))));
+        match src.reopen() {
+            Err(SourceError::Fatal(msg)) => assert!(msg.contains("replay.path"), "{msg}"),
+            other => panic!("expected a fatal error, got {other:?}"),
+        }
     }
 
     #[test]

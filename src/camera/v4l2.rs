@@ -168,7 +168,6 @@ impl FrameSource for V4l2Source {
             seq,
             image,
             captured: SystemTime::now(),
-            meta: None,
         }))
     }
 

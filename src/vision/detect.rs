@@ -18,14 +18,12 @@
 //! `Mutex`, so `detect(&self)` does not reallocate them per frame and a detector can be shared
 //! between threads (calls are serialised; load one detector per worker for parallelism).
 
-use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{ensure, Context, Result};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 use super::model::{self, PlanState};
@@ -39,35 +37,7 @@ const NUM_KEYPOINTS: usize = 6;
 /// Logits are clipped to ±this before the sigmoid (MediaPipe's `score_clipping_thresh`).
 const SCORE_CLIP: f32 = 100.0;
 
-/// Detector tuning.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DetectorSettings {
-    /// Minimum face score (0..1) to keep a detection. MediaPipe uses 0.5.
-    pub score_threshold: f32,
-    /// Detections overlapping a better one by more than this IoU are merged / suppressed.
-    /// MediaPipe uses 0.3.
-    pub nms_iou: f32,
-    /// At most this many faces per frame, best first.
-    pub max_faces: usize,
-    /// Faces whose box is narrower than this fraction of the frame's shorter side are dropped
-    /// (0 keeps everything).
-    pub min_face_size: f32,
-    /// Weighted NMS (average of the overlapping boxes, as MediaPipe does) instead of plain NMS.
-    pub weighted_nms: bool,
-}
-
-impl Default for DetectorSettings {
-    fn default() -> Self {
-        DetectorSettings {
-            score_threshold: 0.5,
-            nms_iou: 0.3,
-            max_faces: 10,
-            min_face_size: 0.0,
-            weighted_nms: true,
-        }
-    }
-}
+pub use crate::config::DetectorSettings;
 
 /// An SSD anchor centre in normalised input coordinates (width and height are fixed at 1).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,14 +154,10 @@ impl std::fmt::Debug for FaceDetector {
 }
 
 impl FaceDetector {
-    /// Loads and optimizes the BlazeFace short-range ONNX model.
-    pub fn load(path: impl AsRef<Path>, settings: DetectorSettings) -> Result<Self> {
-        let path = path.as_ref();
-        ensure!(
-            (0.0..=1.0).contains(&settings.score_threshold)
-                && (0.0..=1.0).contains(&settings.nms_iou),
-            "detector settings: score_threshold and nms_iou must be within 0..=1"
-        );
+    /// Loads and optimizes the BlazeFace short-range ONNX model `settings.model`.
+    pub fn load(settings: &DetectorSettings) -> Result<Self> {
+        settings.validate()?;
+        let path = settings.model.as_path();
         let m = model::load(path, &[1, INPUT_SIZE, INPUT_SIZE, 3])
             .with_context(|| format!("loading face detector {}", path.display()))?;
         let find = |last: usize| {
@@ -210,7 +176,7 @@ impl FaceDetector {
         let state = PlanState::new(&m.plan)?;
         Ok(FaceDetector {
             anchors: anchors(),
-            settings,
+            settings: settings.clone(),
             regressors_ix,
             scores_ix,
             scratch: Mutex::new(Scratch {

@@ -74,17 +74,19 @@ pub struct EmotionScores {
 impl EmotionScores {
     /// Index and probability of the most likely class.
     pub fn top(&self) -> (usize, f32) {
-        self.scores
-            .iter()
-            .copied()
-            .enumerate()
-            .fold(
-                (0, f32::MIN),
-                |best, (i, s)| if s > best.1 { (i, s) } else { best },
-            )
+        let i = argmax(&self.scores);
+        (i, self.scores.get(i).copied().unwrap_or(f32::MIN))
     }
 
     pub fn top_label(&self) -> &str {
         &self.labels[self.top().0]
     }
+}
+
+/// Index of the largest value (the first one on ties; 0 for an empty slice or all NaN).
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0
 }

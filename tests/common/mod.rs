@@ -9,8 +9,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub fn repo() -> PathBuf {
+/// The checkout (samples/, models/, tests/data/).
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `models/<file>` of the checkout.
+pub fn model(file: &str) -> PathBuf {
+    root().join("models").join(file)
+}
+
+/// The default face detector of the checkout (`config::DEFAULT_DETECTOR_FILE`).
+pub fn detector_model() -> PathBuf {
+    model(emonet::config::DEFAULT_DETECTOR_FILE)
+}
+
+/// The default emotion classifier of the checkout (`config::DEFAULT_CLASSIFIER_FILE`).
+pub fn classifier_model() -> PathBuf {
+    model(emonet::config::DEFAULT_CLASSIFIER_FILE)
 }
 
 pub fn free_port() -> u16 {
@@ -241,7 +257,6 @@ impl Drop for Subscriber {
 
 /// Writes a daemon config for a test: replayed frames, the shipped models, a broker port.
 pub fn write_config(dir: &Path, port: u16, frames: &Path, extra: &str) -> PathBuf {
-    let repo = repo();
     let path = dir.join("emonet.toml");
     let mut f = std::fs::File::create(&path).unwrap();
     write!(
@@ -268,8 +283,8 @@ reconnect_max_ms = 500
 {extra}
 "#,
         frames.display(),
-        repo.join("models/blazeface-short.onnx").display(),
-        repo.join("models/emotion-mnv2-w8.onnx").display(),
+        detector_model().display(),
+        classifier_model().display(),
     )
     .unwrap();
     path
@@ -330,13 +345,7 @@ impl Daemon {
     }
 
     pub fn rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap()
+        emonet::cpu::proc_status_kib(&self.pid().to_string(), "VmRSS").expect("VmRSS")
     }
 }
 

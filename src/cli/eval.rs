@@ -1,7 +1,6 @@
 //! `emonet eval`: scores the emotion classifier on a class-per-folder tree of face crops.
 //!
-//! `DIR/<label>/*.png|jpg` (the layout `../shared/datasets/make_views.py` builds; symlinks are
-//! followed). Every regular file in a label folder is an image to score; hidden files are
+//! `DIR/<label>/*.png|jpg` (symlinks are followed). Every regular file in a label folder is an image to score; hidden files are
 //! ignored. Crops are classified as they are (no face detection). Folders whose name is not a
 //! model label are named on stderr and skipped (`--strict`: an error). When the data has fewer
 //! classes than the model, the prediction is the most likely of the classes present, so an
@@ -16,8 +15,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::metrics::{ConfusionMatrix, MetricsSummary};
-use crate::vision::EmotionClassifier;
+use super::metrics::{ConfusionMatrix, MetricsSummary};
+use crate::vision::{argmax, EmotionClassifier};
 
 /// `emonet eval` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -205,13 +204,6 @@ fn spread(files: Vec<(usize, PathBuf)>, limit: usize) -> Vec<(usize, PathBuf)> {
     out
 }
 
-fn decode(path: &Path) -> Result<image::RgbImage> {
-    let img = image::ImageReader::open(path)?
-        .with_guessed_format()?
-        .decode()?;
-    Ok(img.to_rgb8())
-}
-
 /// Scores `classifier` on the class-per-folder tree `data`.
 pub fn evaluate(
     classifier: &EmotionClassifier,
@@ -231,15 +223,12 @@ pub fn evaluate(
     let start = Instant::now();
     let mut last_decile = 0;
     for (done, (truth, path)) in ds.files.iter().enumerate() {
-        let result = decode(path).and_then(|img| classifier.classify_crop(&img));
+        let result = crate::frame::read_image(path).and_then(|img| classifier.classify_crop(&img));
         match result {
             Ok(scores) => {
                 // best of the classes present in the data
-                let predicted = (0..present.len())
-                    .max_by(|&a, &b| {
-                        scores.scores[present[a]].total_cmp(&scores.scores[present[b]])
-                    })
-                    .expect("at least one class present");
+                let of_present: Vec<f32> = present.iter().map(|&i| scores.scores[i]).collect();
+                let predicted = argmax(&of_present);
                 let truth = present
                     .iter()
                     .position(|p| p == truth)

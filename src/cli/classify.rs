@@ -10,13 +10,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::vision::{BBox, DetectorSettings, EmotionClassifier, EmotionScores, FaceDetector};
+use crate::config::{DetectorSettings, Settings, DEFAULT_CLASSIFIER_FILE, DEFAULT_DETECTOR_FILE};
+use crate::pipeline::Pipeline;
+use crate::vision::{BBox, EmotionScores};
 
-/// `emonet classify` arguments.
+/// `emonet classify` arguments; the detector defaults are the daemon's (`[detector]`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClassifyArgs {
     /// Images to analyse (PNG or JPEG).
@@ -26,14 +28,14 @@ pub struct ClassifyArgs {
     #[arg(
         long,
         value_name = "PATH",
-        default_value_os_t = Path::new("models").join(crate::config::DEFAULT_CLASSIFIER_FILE)
+        default_value_os_t = Path::new("models").join(DEFAULT_CLASSIFIER_FILE)
     )]
     pub model: PathBuf,
     /// Face detector (BlazeFace short range ONNX).
     #[arg(
         long,
         value_name = "PATH",
-        default_value_os_t = Path::new("models").join(crate::config::DEFAULT_DETECTOR_FILE)
+        default_value_os_t = Path::new("models").join(DEFAULT_DETECTOR_FILE)
     )]
     pub detector: PathBuf,
     /// Minimum face detection score, 0..1.
@@ -48,13 +50,20 @@ pub struct ClassifyArgs {
 }
 
 impl ClassifyArgs {
-    pub fn detector_settings(&self) -> DetectorSettings {
-        DetectorSettings {
+    /// The daemon's settings with these models and detector options; every face is classified
+    /// (no reuse between images).
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings::default();
+        s.detector = DetectorSettings {
+            model: self.detector.clone(),
             score_threshold: self.score_threshold,
             nms_iou: self.nms_iou,
             max_faces: self.max_faces,
             ..DetectorSettings::default()
-        }
+        };
+        s.classifier.model = self.model.clone();
+        s.classifier.reuse.max_frames = 0;
+        s
     }
 }
 
@@ -94,57 +103,44 @@ pub struct ImageResult {
     pub faces: Vec<FaceResult>,
 }
 
-/// Detects the faces of `img` and classifies each, best detection first.
-pub fn analyze(
-    detector: &FaceDetector,
-    classifier: &EmotionClassifier,
-    img: &image::RgbImage,
-) -> Result<Vec<FaceResult>> {
-    let faces = detector.detect(img)?;
-    let mut out = Vec::with_capacity(faces.len());
-    for face in faces {
-        let scores = classifier.classify_face(img, &face)?;
-        let (top, confidence) = scores.top();
-        out.push(FaceResult {
-            bbox: face.bbox,
-            score: face.score,
-            emotion: scores.labels[top].clone(),
-            confidence,
-            scores: LabelScores(scores),
-        });
-    }
-    Ok(out)
+/// Detects the faces of `img` and classifies each, best detection first: the daemon's
+/// per-frame path ([`Pipeline::process`]) without tracking.
+pub fn analyze(pipeline: &Pipeline, img: &image::RgbImage) -> Result<Vec<FaceResult>> {
+    let (faces, _) = pipeline.process(img, &mut pipeline.new_stream())?;
+    Ok(faces
+        .into_iter()
+        .map(|(face, scores)| {
+            let (top, confidence) = scores.top();
+            FaceResult {
+                bbox: face.bbox,
+                score: face.score,
+                emotion: scores.labels[top].clone(),
+                confidence,
+                scores: LabelScores(scores),
+            }
+        })
+        .collect())
 }
 
 /// Reads `path` and analyses it.
-pub fn classify_image(
-    detector: &FaceDetector,
-    classifier: &EmotionClassifier,
-    path: &Path,
-) -> Result<ImageResult> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .with_guessed_format()?
-        .decode()
-        .with_context(|| format!("cannot decode {}", path.display()))?
-        .to_rgb8();
+pub fn classify_image(pipeline: &Pipeline, path: &Path) -> Result<ImageResult> {
+    let img = crate::frame::read_image(path)?;
     Ok(ImageResult {
         image: path.display().to_string(),
         width: img.width(),
         height: img.height(),
-        faces: analyze(detector, classifier, &img)?,
+        faces: analyze(pipeline, &img)?,
     })
 }
 
 /// `emonet classify`: one JSON line per image on stdout. Fails at the end when any image could
 /// not be analysed (after printing its `error` line).
 pub fn run(args: &ClassifyArgs) -> Result<()> {
-    let detector = FaceDetector::load(&args.detector, args.detector_settings())?;
-    let classifier = EmotionClassifier::load(&args.model)?;
+    let pipeline = Pipeline::load(&args.settings())?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     for path in &args.images {
-        let line = match classify_image(&detector, &classifier, path) {
+        let line = match classify_image(&pipeline, path) {
             Ok(r) => serde_json::to_string(&r)?,
             Err(e) => {
                 failed += 1;

@@ -15,6 +15,9 @@
 //! shape, input element `i` = `((i·7919) mod 256) / 127.5 − 1`, one thread), the numbers
 //! `models/tools/compare_runtimes.py` sets against onnxruntime on the same tensor.
 //!
+//! Both phases drive the daemon's own [`Worker`] (tracking, serialisation, queuing), and
+//! percentiles are the daemon's ([`crate::daemon::stats::percentile`], nearest rank).
+//!
 //! Peak RSS is the process's `VmHWM` (it includes both models, the decoded frames and this
 //! harness). Timing numbers vary with the machine's load: the table header shows the load
 //! average when the run started.
@@ -28,12 +31,13 @@ use serde::Serialize;
 use tract_onnx::prelude::*;
 
 use crate::config::Settings;
-use crate::event::{EventPayload, StatePayload};
+use crate::daemon::stats::percentile;
+use crate::daemon::Worker;
+use crate::event::round3;
+use crate::frame::decode_image;
 use crate::handoff::{LatestFrame, Take};
 use crate::mqtt::Outbox;
 use crate::pipeline::Pipeline;
-use crate::track::Tracker;
-use crate::vision::{EmotionScores, Face};
 
 /// `emonet bench` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -95,18 +99,11 @@ impl StageStats {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         ms.sort_by(f64::total_cmp);
         let n = ms.len();
-        let pct = |p: f64| -> f64 {
-            if n == 0 {
-                return 0.0;
-            }
-            let rank = ((p / 100.0) * n as f64).ceil() as usize;
-            ms[rank.clamp(1, n) - 1]
-        };
         StageStats {
             stage: stage.to_string(),
             n,
-            p50_ms: round3(pct(50.0)),
-            p99_ms: round3(pct(99.0)),
+            p50_ms: round3(percentile(&ms, 50.0)),
+            p99_ms: round3(percentile(&ms, 99.0)),
             mean_ms: round3(if n == 0 {
                 0.0
             } else {
@@ -183,15 +180,9 @@ pub struct Report {
     pub peak_rss_mib: f64,
 }
 
-use crate::event::round3;
-
 /// Peak resident set size (`VmHWM`) of this process in KiB, if the kernel reports it.
 pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    crate::cpu::proc_status_kib("self", "VmHWM")
 }
 
 fn machine() -> Machine {
@@ -225,11 +216,7 @@ fn machine() -> Machine {
 /// The frames to replay, read into memory as encoded bytes (decoding is a timed stage).
 fn read_frames(path: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let files = crate::camera::replay::list_images(path)
-        .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("frames {}", path.display()))?;
-    if files.is_empty() {
-        bail!("no frames (PNG/JPEG) in {}", path.display());
-    }
     files
         .into_iter()
         .map(|f| {
@@ -237,10 +224,6 @@ fn read_frames(path: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
             Ok((f, bytes))
         })
         .collect()
-}
-
-fn decode(bytes: &[u8]) -> Result<image::RgbImage> {
-    Ok(image::load_from_memory(bytes)?.into_rgb8())
 }
 
 fn settings_for(args: &BenchArgs) -> Result<(Settings, PathBuf)> {
@@ -254,10 +237,7 @@ fn settings_for(args: &BenchArgs) -> Result<(Settings, PathBuf)> {
         None => {
             // the default config's model files, looked up in --models
             let mut s = Settings::default();
-            for model in [&mut s.detector.model, &mut s.classifier.model] {
-                let name = model.file_name().map(PathBuf::from).unwrap_or_default();
-                *model = args.models.join(name);
-            }
+            s.use_models_in(&args.models);
             (s, args.frames.clone())
         }
     };
@@ -273,32 +253,6 @@ fn settings_for(args: &BenchArgs) -> Result<(Settings, PathBuf)> {
     Ok((s, frames))
 }
 
-/// Tracking, event serialisation and queuing for the publisher: what the daemon's worker does
-/// after inference. Returns the number of events.
-fn track_and_publish(
-    tracker: &mut Tracker,
-    faces: &[(Face, EmotionScores)],
-    now: SystemTime,
-    outbox: &Outbox,
-    seq: &mut u64,
-) -> usize {
-    let events = tracker.update(faces, now);
-    for ev in &events {
-        *seq += 1;
-        let payload = EventPayload::from_track_event(ev, "bench", *seq);
-        if let Ok(bytes) = serde_json::to_vec(&payload) {
-            outbox.push_event(bytes);
-        }
-    }
-    if !events.is_empty() {
-        let state = StatePayload::from_tracks(&tracker.snapshot(), "bench", now);
-        if let Ok(bytes) = serde_json::to_vec(&state) {
-            outbox.set_state(bytes);
-        }
-    }
-    events.len()
-}
-
 fn throughput(
     pipeline: &Pipeline,
     settings: &Settings,
@@ -306,8 +260,7 @@ fn throughput(
     args: &BenchArgs,
 ) -> Result<Throughput> {
     let outbox = Outbox::new(settings.mqtt.queue_capacity);
-    let mut tracker = Tracker::new(settings.tracker.clone());
-    let mut seq = 0u64;
+    let mut worker = Worker::new(pipeline, &settings.tracker, outbox, "bench");
     let (mut decode_t, mut detect_t, mut classify_t, mut per_face_t, mut track_t, mut frame_t) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut one_face_t = vec![];
@@ -317,7 +270,7 @@ fn throughput(
     for i in 0..args.warmup + args.frames_count {
         let (path, bytes) = &frames[i % frames.len()];
         let t0 = Instant::now();
-        let image = decode(bytes).with_context(|| format!("decoding {}", path.display()))?;
+        let image = decode_image(bytes).with_context(|| format!("decoding {}", path.display()))?;
         let t1 = Instant::now();
         let faces = pipeline.detector.detect(&image)?;
         let t2 = Instant::now();
@@ -332,7 +285,7 @@ fn throughput(
         let t3 = Instant::now();
         // frames are 1/30 s apart for the tracker's timestamps, whatever the bench speed
         clock += Duration::from_micros(33_333);
-        track_and_publish(&mut tracker, &out, clock, &outbox, &mut seq);
+        worker.publish(&out, clock);
         let t4 = Instant::now();
         if i < args.warmup {
             continue;
@@ -376,7 +329,7 @@ fn realtime(
 ) -> Result<RealTime> {
     let handoff = LatestFrame::new();
     let outbox = Outbox::new(settings.mqtt.queue_capacity);
-    let mut tracker = Tracker::new(settings.tracker.clone());
+    let mut worker = Worker::new(pipeline, &settings.tracker, outbox, "bench");
     let period = Duration::from_secs_f64(1.0 / args.camera_fps);
     let count = args.frames_count;
     let failed = AtomicBool::new(false);
@@ -394,7 +347,7 @@ fn realtime(
                     std::thread::sleep(due - now);
                 }
                 due += period;
-                let Ok(image) = decode(&frames[i % frames.len()].1) else {
+                let Ok(image) = decode_image(&frames[i % frames.len()].1) else {
                     failed.store(true, Ordering::Relaxed);
                     break;
                 };
@@ -402,25 +355,20 @@ fn realtime(
                     seq: i as u64,
                     image,
                     captured: SystemTime::now(),
-                    meta: None,
                 });
             }
             handoff.close();
         });
-        let mut seq = 0;
-        let mut reuse = pipeline.new_stream();
         loop {
             let frame = match handoff.take(Duration::from_millis(500)) {
                 Take::Frame(f) => f,
                 Take::Timeout => continue,
                 Take::Closed => break,
             };
-            let t0 = Instant::now();
-            let (faces, times) = pipeline.process(&frame.image, &mut reuse)?;
-            faces_classified += times.faces.classified;
-            faces_reused += times.faces.reused;
-            track_and_publish(&mut tracker, &faces, frame.captured, &outbox, &mut seq);
-            worker_t.push(t0.elapsed());
+            let report = worker.handle(&frame)?;
+            faces_classified += report.times.faces.classified;
+            faces_reused += report.times.faces.reused;
+            worker_t.push(report.total);
         }
         Ok(())
     })?;

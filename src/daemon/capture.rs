@@ -1,0 +1,82 @@
+//! The capture thread: frames from the source into the newest-frame-wins hand-off, reopening a
+//! source that went away with exponential backoff. A [`SourceError::Fatal`] (a configuration
+//! problem retrying cannot fix) ends capture and is kept in the counters, so the daemon stops
+//! with it instead of retrying forever.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::camera::{FrameSource, SourceError};
+use crate::config::CameraSettings;
+use crate::handoff::LatestFrame;
+
+use super::stats::Counters;
+use super::Shutdown;
+
+pub fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    handoff: &LatestFrame,
+    counters: &Counters,
+    stop: &Shutdown,
+    cam: &CameraSettings,
+) {
+    counters.set_camera("streaming");
+    while !stop.is_triggered() {
+        let error = match source.next_frame() {
+            Ok(Some(frame)) => {
+                counters.captured.fetch_add(1, Ordering::Relaxed);
+                handoff.put(frame);
+                continue;
+            }
+            Ok(None) => {
+                counters.set_camera("ended");
+                break;
+            }
+            Err(SourceError::Corrupt(msg)) => {
+                counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                log::warn!("skipping corrupt frame: {msg}");
+                continue;
+            }
+            Err(SourceError::Unavailable(msg)) => {
+                log::warn!("{msg}; reopening {}", source.describe());
+                counters.set_camera("reconnecting");
+                match reopen(source.as_mut(), counters, stop, cam) {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                }
+            }
+            Err(e @ SourceError::Fatal(_)) => e,
+        };
+        log::error!("{}: {error}", source.describe());
+        counters.set_fatal(error.to_string());
+        break;
+    }
+    handoff.close();
+}
+
+/// Reopens `source` until it works, `stop` is triggered (Ok as well) or it fails fatally.
+fn reopen(
+    source: &mut dyn FrameSource,
+    counters: &Counters,
+    stop: &Shutdown,
+    cam: &CameraSettings,
+) -> Result<(), SourceError> {
+    let max = Duration::from_millis(cam.reconnect_max_ms.max(cam.reconnect_initial_ms));
+    let mut backoff = Duration::from_millis(cam.reconnect_initial_ms.max(10));
+    while !stop.is_triggered() {
+        std::thread::sleep(backoff);
+        match source.reopen() {
+            Ok(()) => {
+                log::info!("camera back: {}", source.describe());
+                counters.set_camera("streaming");
+                return Ok(());
+            }
+            Err(e @ SourceError::Fatal(_)) => return Err(e),
+            Err(e) => {
+                log::debug!("reopen failed: {e}; next try in {backoff:?}");
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+    Ok(())
+}
