@@ -5,7 +5,7 @@ stay float.
 
 Why this form exists: tract 0.23.9 never runs int8 kernels for a QDQ model — it keeps the float
 convolutions and adds a quantize and a dequantize pass over every activation, so static QDQ is
-*slower* than fp32 in tract (see the README, "int8: what was measured and what ships"). With
+*slower* than fp32 in tract (see docs/performance.md, "int8: what was measured and what ships"). With
 weights-only DequantizeLinear on constants, tract folds the dequantization at load time and runs
 the fp32 kernels: the file keeps int8's size and loses none of fp32's speed, and since only
 constant weights are rounded the result is bit-stable across x86 and aarch64.

@@ -5,7 +5,7 @@
 //! loop calls [`FrameSource::reopen`] with backoff until the camera is back.
 //!
 //! Tested here without hardware: the pixel conversions by unit tests, the device handling by the
-//! error paths (no `/dev/video*` on CI). See README "Testing on real hardware" for a vivid VM.
+//! error paths (no `/dev/video*` on CI). See docs/operations.md, "Testing on real hardware", for a vivid VM.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
