@@ -18,35 +18,20 @@ Writes the emonet.* metadata props (see models/README.md) into every file.
 import argparse
 import json
 import os
-import sys
 import tempfile
-import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
-from PIL import Image
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+from onnxruntime.quantization import (CalibrationMethod, QuantFormat,
                                       QuantType, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ferdata  # noqa: E402
-from train import eval_batch, model_from_config  # noqa: E402
-from weight_only import quantize_weights  # noqa: E402
-
-
-def preprocess(images_u8, size):
-    """uint8 [B,48,48] -> float32 [B,3,S,S] the way the Rust side does it: Pillow-style bilinear
-    resize to uint8 (src/vision/classify.rs uses fast_image_resize's equivalent), then
-    (p/255 - mean)/std with the gray value replicated to 3 channels. Differs from train.py's
-    float resize only by the rounding to uint8."""
-    if images_u8.shape[1:] != (size, size):
-        images_u8 = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-                              for im in images_u8])
-    with torch.no_grad():
-        return eval_batch(torch.from_numpy(np.ascontiguousarray(images_u8)), size).numpy().astype(np.float32)
+import ferdata
+from onnx_io import Calib, preprocess, report
+from onnx_io import run as run_ort
+from train import model_from_config
+from weight_only import quantize_weights
 
 
 def prune_opsets(model):
@@ -81,49 +66,6 @@ def set_metadata(model, cfg, name, face_margin):
         p.key, p.value = k, v
     model.producer_name = "emonet models/train/export.py"
     return meta
-
-
-class Calib(CalibrationDataReader):
-    def __init__(self, x, input_name):
-        self.x, self.name, self.i = x, input_name, 0
-
-    def get_next(self):
-        if self.i >= len(self.x):
-            return None
-        self.i += 1
-        return {self.name: self.x[self.i - 1:self.i]}
-
-    def rewind(self):
-        self.i = 0
-
-
-def run_ort(path, x, threads):
-    """{output name: logits [N, K]} and ms per image, one image per run."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    names = [o.name for o in s.get_outputs()]
-    outs = {k: [] for k in names}
-    t = time.time()
-    for i in range(len(x)):
-        for k, y in zip(names, s.run(None, {name: x[i:i + 1]})):
-            outs[k].append(y[0])
-    return {k: np.stack(v) for k, v in outs.items()}, (time.time() - t) / len(x) * 1000
-
-
-def report(outputs, va):
-    """Per-class reports. outputs: {name: logits}. Two-head files: ferdata.head_reports; a
-    single-output (v1) file: its 8 classes on FER+ majority, best of 7 on FER2013."""
-    if "ferplus" in outputs:
-        return ferdata.head_reports(outputs, va)
-    logits = next(iter(outputs.values()))
-    m = va["fer2013"] >= 0
-    r13 = ferdata.per_class_report(logits[m, :7].argmax(1), va["fer2013"][m], ferdata.FER2013_LABELS)
-    m = va["ferplus"] >= 0
-    rfp = ferdata.per_class_report(logits[m].argmax(1), va["ferplus"][m], ferdata.LABELS)
-    return {"fer2013_val": r13, "ferplus_val": rfp}
 
 
 def summary(rep):

@@ -14,11 +14,9 @@ reach on one view while holding the other at its bar.
 import argparse
 import math
 import os
-import sys
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ferdata  # noqa: E402
+import ferdata
 
 
 def ceiling(f13, fp, bar13, barp):

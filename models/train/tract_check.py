@@ -8,16 +8,16 @@ output of the file (two-head files: `ferplus` and `fer2013`).
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 import onnx
 import tract
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ferdata  # noqa: E402
-from export import agreement, preprocess, report, run_ort, summary  # noqa: E402
+import ferdata
+from export import agreement, summary
+from onnx_io import preprocess, report
+from onnx_io import run as run_ort
 
 
 def main():

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import warnings
 
@@ -29,8 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ferdata  # noqa: E402
+import ferdata
 
 
 def build_model(num_classes=8, weights=None, dropout=0.2):

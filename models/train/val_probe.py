@@ -11,13 +11,11 @@ For questions ("would X help?"), not for the shipped numbers: those come from `e
 """
 import argparse
 import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ferdata  # noqa: E402
-import train  # noqa: E402
+import ferdata
+import train
 
 
 def load(path):

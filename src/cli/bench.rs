@@ -13,7 +13,7 @@
 //!
 //! `--raw-model PATH` (repeatable) also times tract alone on that ONNX file (its fixed input
 //! shape, input element `i` = `((i·7919) mod 256) / 127.5 − 1`, one thread), the numbers
-//! `models/tools/compare_runtimes.py` sets against onnxruntime on the same tensor.
+//! `models/train/compare_runtimes.py` sets against onnxruntime on the same tensor.
 //!
 //! Both phases drive the daemon's own [`Worker`] (tracking, serialisation, queuing), and
 //! percentiles are the daemon's ([`crate::daemon::stats::percentile`], nearest rank).

@@ -15,49 +15,26 @@ From the fp32 model (the same one models/train/export.py quantizes to QDQ) this 
 and checks each with onnxruntime on FER2013 val: accuracy and top-1 agreement with fp32. Time
 them with tract through `emonet bench --raw-model PATH` (see compare_runtimes.py).
 
-    python3 models/tools/quant_variants.py --fp32 models/emotion-mnv2-fp32.onnx \
+    python3 models/train/quant_variants.py --fp32 models/emotion-mnv2-fp32.onnx \
         --data data/fer --out /tmp/emonet-variants
 """
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
-import ferdata  # noqa: E402
-
-
-def preprocess(images_u8, size):
-    if images_u8.shape[1:] != (size, size):
-        images_u8 = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-                              for im in images_u8])
-    x = images_u8.astype(np.float32)[:, None] / 255.0
-    mean = np.array(ferdata.MEAN, np.float32)[None, :, None, None]
-    std = np.array(ferdata.STD, np.float32)[None, :, None, None]
-    return ((np.repeat(x, 3, axis=1) - mean) / std).astype(np.float32)
-
-
-class Calib(CalibrationDataReader):
-    def __init__(self, x):
-        self.it = iter([{"input": x[i:i + 1]} for i in range(len(x))])
-
-    def get_next(self):
-        return next(self.it, None)
+import ferdata
+import onnx_io
+from onnx_io import Calib, preprocess
 
 
 def run(path, x):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    return np.concatenate([s.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+    """The (first) output's logits."""
+    return next(iter(onnx_io.run(path, x)[0].values()))
 
 
 def main():

@@ -7,15 +7,16 @@ Inputs are identical in both runtimes: every element i of the model's input tens
 convolutional models does not depend on the values; using the same formula means the outputs
 can be compared too (max |tract - ort| is printed).
 
-    python3 models/tools/compare_runtimes.py                      # default models, 200 runs
-    python3 models/tools/compare_runtimes.py --runs 500 --json out.json
-    python3 models/tools/compare_runtimes.py --emonet target/release/emonet \
+    python3 models/train/compare_runtimes.py                      # default models, 200 runs
+    python3 models/train/compare_runtimes.py --runs 500 --json out.json
+    python3 models/train/compare_runtimes.py --emonet target/release/emonet \
         models/blazeface-short.onnx models/emotion-mnv2-fp32.onnx models/emotion-mnv2-w8.onnx models/emotion-mnv2-int8.onnx
 
 Prints a markdown table: model, onnxruntime p50, tract p50, tract/ort.
 """
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -26,6 +27,8 @@ import time
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+import onnx_io
 
 DEFAULT_MODELS = [
     "models/blazeface-short.onnx",
@@ -49,14 +52,7 @@ def input_shape(path):
 
 
 def time_ort(path, runs, warmup, threads):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # no thread spinning: it would burn the second core and distort a 1-thread comparison
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    sess = onnx_io.session(path, threads)
     name = sess.get_inputs()[0].name
     x = input_tensor(input_shape(path))
     for _ in range(warmup):
@@ -69,7 +65,8 @@ def time_ort(path, runs, warmup, threads):
     ts.sort()
     return {
         "p50_ms": statistics.median(ts),
-        "p99_ms": ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))],
+        # nearest rank, as `emonet bench` and the daemon's stats compute it
+        "p99_ms": ts[max(math.ceil(0.99 * len(ts)), 1) - 1],
         "min_ms": ts[0],
         "outputs": [o.astype(np.float32).ravel() for o in out],
     }
