@@ -16,7 +16,8 @@
 //!
 //! Around it: [`config`] (the operator's settings, one type per stage, checked once),
 //! [`handoff`] (newest-frame-wins between capture and inference), [`broker`] (the embedded MQTT
-//! broker), [`logging`], [`cpu`] (SIMD features, `/proc` memory figures). [`cli`] holds the
+//! broker), [`logging`], [`cpu`] (SIMD features, `/proc` memory figures), [`shutdown`] (one stop
+//! signal for threads and tasks). [`cli`] holds the
 //! command line's subcommands (classify, eval, bench, watch, …); the daemon does not use it.
 
 // The pipeline.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod cpu;
 pub mod handoff;
 pub mod logging;
+pub mod shutdown;
 
 // The command line's subcommands.
 pub mod cli;

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{classifier_model, detector_model, root};
 use emonet::cli::classify::{self, ClassifyArgs};

@@ -532,7 +532,19 @@ pub fn print_table(out: &mut impl std::io::Write, r: &Report) -> Result<()> {
         "# frames     {} (models loaded in {:.0} ms)",
         r.frames_dir, r.load_ms
     )?;
-    let t = &r.throughput;
+    print_throughput(out, &r.throughput)?;
+    if let Some(rt) = &r.realtime {
+        print_realtime(out, rt)?;
+    }
+    if !r.raw_models.is_empty() {
+        print_raw_models(out, &r.raw_models)?;
+    }
+    writeln!(out)?;
+    writeln!(out, "peak RSS (VmHWM) {:.1} MiB", r.peak_rss_mib)?;
+    Ok(())
+}
+
+fn print_throughput(out: &mut impl std::io::Write, t: &Throughput) -> Result<()> {
     writeln!(out)?;
     writeln!(
         out,
@@ -556,48 +568,50 @@ pub fn print_table(out: &mut impl std::io::Write, r: &Report) -> Result<()> {
         "end-to-end {:.1} fps (decode included), worker alone {:.1} fps",
         t.fps, t.worker_fps
     )?;
-    if let Some(rt) = &r.realtime {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "real time: camera at {:.1} fps, {} frames offered in {:.2} s: {} processed ({:.1} fps), \
-             {} dropped; worker frame p50 {:.3} ms, p99 {:.3} ms; faces classified {}, \
-             reused {} (classifier.reuse.max_frames = {})",
-            rt.camera_fps,
-            rt.offered,
-            rt.seconds,
-            rt.processed,
-            rt.processed_fps,
-            rt.dropped,
-            rt.worker_frame.p50_ms,
-            rt.worker_frame.p99_ms,
-            rt.faces_classified,
-            rt.faces_reused,
-            rt.reuse_max_frames
-        )?;
-    }
-    if !r.raw_models.is_empty() {
-        writeln!(out)?;
-        writeln!(out, "tract alone, one thread, fixed input:")?;
-        writeln!(
-            out,
-            "{:<44} {:>16} {:>9} {:>9} {:>9}",
-            "model", "input", "p50 ms", "p99 ms", "min ms"
-        )?;
-        for m in &r.raw_models {
-            writeln!(
-                out,
-                "{:<44} {:>16} {:>9.3} {:>9.3} {:>9.3}",
-                m.path,
-                format!("{:?}", m.input_shape),
-                m.p50_ms,
-                m.p99_ms,
-                m.min_ms
-            )?;
-        }
-    }
+    Ok(())
+}
+
+fn print_realtime(out: &mut impl std::io::Write, rt: &RealTime) -> Result<()> {
     writeln!(out)?;
-    writeln!(out, "peak RSS (VmHWM) {:.1} MiB", r.peak_rss_mib)?;
+    writeln!(
+        out,
+        "real time: camera at {:.1} fps, {} frames offered in {:.2} s: {} processed ({:.1} fps), \
+         {} dropped; worker frame p50 {:.3} ms, p99 {:.3} ms; faces classified {}, \
+         reused {} (classifier.reuse.max_frames = {})",
+        rt.camera_fps,
+        rt.offered,
+        rt.seconds,
+        rt.processed,
+        rt.processed_fps,
+        rt.dropped,
+        rt.worker_frame.p50_ms,
+        rt.worker_frame.p99_ms,
+        rt.faces_classified,
+        rt.faces_reused,
+        rt.reuse_max_frames
+    )?;
+    Ok(())
+}
+
+fn print_raw_models(out: &mut impl std::io::Write, raw: &[RawModel]) -> Result<()> {
+    writeln!(out)?;
+    writeln!(out, "tract alone, one thread, fixed input:")?;
+    writeln!(
+        out,
+        "{:<44} {:>16} {:>9} {:>9} {:>9}",
+        "model", "input", "p50 ms", "p99 ms", "min ms"
+    )?;
+    for m in raw {
+        writeln!(
+            out,
+            "{:<44} {:>16} {:>9.3} {:>9.3} {:>9.3}",
+            m.path,
+            format!("{:?}", m.input_shape),
+            m.p50_ms,
+            m.p99_ms,
+            m.min_ms
+        )?;
+    }
     Ok(())
 }
 

@@ -14,7 +14,9 @@ use anyhow::{bail, Result};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::config::{DetectorSettings, Settings, DEFAULT_CLASSIFIER_FILE, DEFAULT_DETECTOR_FILE};
+use crate::config::{
+    ClassifierSettings, DetectorSettings, Settings, DEFAULT_CLASSIFIER_FILE, DEFAULT_DETECTOR_FILE,
+};
 use crate::pipeline::Pipeline;
 use crate::vision::{BBox, EmotionScores};
 
@@ -53,17 +55,22 @@ impl ClassifyArgs {
     /// The daemon's settings with these models and detector options; every face is classified
     /// (no reuse between images).
     pub fn settings(&self) -> Settings {
-        let mut s = Settings::default();
-        s.detector = DetectorSettings {
-            model: self.detector.clone(),
-            score_threshold: self.score_threshold,
-            nms_iou: self.nms_iou,
-            max_faces: self.max_faces,
-            ..DetectorSettings::default()
+        let mut classifier = ClassifierSettings {
+            model: self.model.clone(),
+            ..ClassifierSettings::default()
         };
-        s.classifier.model = self.model.clone();
-        s.classifier.reuse.max_frames = 0;
-        s
+        classifier.reuse.max_frames = 0;
+        Settings {
+            detector: DetectorSettings {
+                model: self.detector.clone(),
+                score_threshold: self.score_threshold,
+                nms_iou: self.nms_iou,
+                max_faces: self.max_faces,
+                ..DetectorSettings::default()
+            },
+            classifier,
+            ..Settings::default()
+        }
     }
 }
 

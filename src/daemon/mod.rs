@@ -10,7 +10,6 @@
 //! publisher to flush, say `offline` and disconnect.
 
 mod capture;
-pub mod shutdown;
 pub mod stats;
 pub mod worker;
 
@@ -28,7 +27,7 @@ use crate::handoff::{LatestFrame, Take};
 use crate::mqtt::{Outbox, Topics};
 use crate::pipeline::Pipeline;
 
-pub use shutdown::Shutdown;
+pub use crate::shutdown::Shutdown;
 use stats::{stats_payload, Counters, StatsContext};
 pub use worker::{FrameReport, Worker};
 

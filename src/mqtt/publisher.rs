@@ -12,7 +12,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 
 use super::{homeassistant_discovery, mqtt_options, Outbox, Topics, OFFLINE, ONLINE};
 use crate::config::MqttSettings;
-use crate::daemon::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// How many publishes may be in rumqttc's hands at once; the rest wait in the [`Outbox`].
 const MAX_HANDED: usize = 32;

@@ -160,101 +160,24 @@ pub struct ClassifierMeta {
 impl ClassifierMeta {
     /// Parses the `emonet.*` props. Errors name `file` and the missing or malformed key.
     pub fn from_props(props: &HashMap<String, String>, file: &Path) -> Result<Self> {
-        let f = file.display();
-        let get = |key: &str| -> Result<&str> {
-            props.get(key).map(|s| s.trim()).with_context(|| {
-                format!("{f}: ONNX metadata_props lacks `{key}` (not an emonet classifier?)")
-            })
-        };
-        let bad = |key: &str, v: &str, why: &str| {
-            anyhow::anyhow!("{f}: ONNX metadata `{key}` = {v:?} is malformed: {why}")
-        };
-        let int = |key: &str| -> Result<usize> {
-            let v = get(key)?;
-            match v.parse::<usize>() {
-                Ok(n) if n > 0 && n <= 4096 => Ok(n),
-                _ => Err(bad(key, v, "expected a positive integer")),
-            }
-        };
-        let floats = |key: &str| -> Result<Vec<f32>> {
-            let v = get(key)?;
-            v.split(',')
-                .map(|x| x.trim().parse::<f32>().ok().filter(|x| x.is_finite()))
-                .collect::<Option<Vec<f32>>>()
-                .ok_or_else(|| bad(key, v, "expected comma-separated numbers"))
-        };
-
-        let name = get("emonet.name")?.to_string();
-        let labels_raw = get("emonet.labels")?;
-        let labels: Vec<String> = labels_raw
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .collect();
-        if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
-            return Err(bad(
-                "emonet.labels",
-                labels_raw,
-                "expected at least two non-empty names",
-            ));
-        }
-        for (i, l) in labels.iter().enumerate() {
-            if labels[..i].contains(l) {
-                return Err(bad(
-                    "emonet.labels",
-                    labels_raw,
-                    &format!("`{l}` appears twice"),
-                ));
-            }
-        }
-        let input_height = int("emonet.input_height")?;
-        let input_width = int("emonet.input_width")?;
-        let channels = int("emonet.channels")?;
-        if channels != 1 && channels != 3 {
-            return Err(bad(
-                "emonet.channels",
-                get("emonet.channels")?,
-                "expected 1 or 3",
-            ));
-        }
-        let color = match get("emonet.color")? {
-            "gray" | "grey" => ColorMode::Gray,
-            "rgb" => ColorMode::Rgb,
-            v => return Err(bad("emonet.color", v, "expected `gray` or `rgb`")),
-        };
-        if color == ColorMode::Rgb && channels != 3 {
-            return Err(bad(
-                "emonet.color",
-                "rgb",
-                "`rgb` needs emonet.channels = 3",
-            ));
-        }
-        let mean = floats("emonet.mean")?;
-        let std = floats("emonet.std")?;
-        if mean.len() != channels {
-            return Err(bad(
-                "emonet.mean",
-                get("emonet.mean")?,
-                &format!("expected {channels} values"),
-            ));
-        }
-        if std.len() != channels || std.iter().any(|&s| s <= 0.0) {
-            return Err(bad(
-                "emonet.std",
-                get("emonet.std")?,
-                &format!("expected {channels} positive values"),
-            ));
-        }
-        let output = get("emonet.output")?;
+        let p = Props { props, file };
+        let name = p.get("emonet.name")?.to_string();
+        let labels = p.labels()?;
+        let input_height = p.int("emonet.input_height")?;
+        let input_width = p.int("emonet.input_width")?;
+        let (channels, color) = p.channels_and_color()?;
+        let (mean, std) = p.normalisation(channels)?;
+        let output = p.get("emonet.output")?;
         if output != "logits" {
-            return Err(bad("emonet.output", output, "only `logits` is supported"));
+            return Err(p.bad("emonet.output", output, "only `logits` is supported"));
         }
-        let margin_raw = get("emonet.face_margin")?;
+        let margin_raw = p.get("emonet.face_margin")?;
         let face_margin = margin_raw
             .parse::<f32>()
             .ok()
             .filter(|m| m.is_finite() && (0.0..=2.0).contains(m))
             .ok_or_else(|| {
-                bad(
+                p.bad(
                     "emonet.face_margin",
                     margin_raw,
                     "expected a number in 0..=2",
@@ -276,6 +199,104 @@ impl ClassifierMeta {
     /// Input shape, NCHW with batch 1.
     pub fn input_shape(&self) -> [usize; 4] {
         [1, self.channels, self.input_height, self.input_width]
+    }
+}
+
+/// The `emonet.*` metadata of one file, read with errors that name the file and the key.
+struct Props<'a> {
+    props: &'a HashMap<String, String>,
+    file: &'a Path,
+}
+
+impl Props<'_> {
+    fn get(&self, key: &str) -> Result<&str> {
+        self.props.get(key).map(|s| s.trim()).with_context(|| {
+            format!(
+                "{}: ONNX metadata_props lacks `{key}` (not an emonet classifier?)",
+                self.file.display()
+            )
+        })
+    }
+
+    fn bad(&self, key: &str, v: &str, why: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{}: ONNX metadata `{key}` = {v:?} is malformed: {why}",
+            self.file.display()
+        )
+    }
+
+    fn int(&self, key: &str) -> Result<usize> {
+        let v = self.get(key)?;
+        match v.parse::<usize>() {
+            Ok(n) if n > 0 && n <= 4096 => Ok(n),
+            _ => Err(self.bad(key, v, "expected a positive integer")),
+        }
+    }
+
+    fn floats(&self, key: &str) -> Result<Vec<f32>> {
+        let v = self.get(key)?;
+        v.split(',')
+            .map(|x| x.trim().parse::<f32>().ok().filter(|x| x.is_finite()))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or_else(|| self.bad(key, v, "expected comma-separated numbers"))
+    }
+
+    fn labels(&self) -> Result<Vec<String>> {
+        let raw = self.get("emonet.labels")?;
+        let labels: Vec<String> = raw.split(',').map(|s| s.trim().to_string()).collect();
+        if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+            return Err(self.bad(
+                "emonet.labels",
+                raw,
+                "expected at least two non-empty names",
+            ));
+        }
+        for (i, l) in labels.iter().enumerate() {
+            if labels[..i].contains(l) {
+                return Err(self.bad("emonet.labels", raw, &format!("`{l}` appears twice")));
+            }
+        }
+        Ok(labels)
+    }
+
+    fn channels_and_color(&self) -> Result<(usize, ColorMode)> {
+        let channels = self.int("emonet.channels")?;
+        if channels != 1 && channels != 3 {
+            return Err(self.bad(
+                "emonet.channels",
+                self.get("emonet.channels")?,
+                "expected 1 or 3",
+            ));
+        }
+        let color = match self.get("emonet.color")? {
+            "gray" | "grey" => ColorMode::Gray,
+            "rgb" => ColorMode::Rgb,
+            v => return Err(self.bad("emonet.color", v, "expected `gray` or `rgb`")),
+        };
+        if color == ColorMode::Rgb && channels != 3 {
+            return Err(self.bad("emonet.color", "rgb", "`rgb` needs emonet.channels = 3"));
+        }
+        Ok((channels, color))
+    }
+
+    fn normalisation(&self, channels: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mean = self.floats("emonet.mean")?;
+        let std = self.floats("emonet.std")?;
+        if mean.len() != channels {
+            return Err(self.bad(
+                "emonet.mean",
+                self.get("emonet.mean")?,
+                &format!("expected {channels} values"),
+            ));
+        }
+        if std.len() != channels || std.iter().any(|&s| s <= 0.0) {
+            return Err(self.bad(
+                "emonet.std",
+                self.get("emonet.std")?,
+                &format!("expected {channels} positive values"),
+            ));
+        }
+        Ok((mean, std))
     }
 }
 
