@@ -46,7 +46,8 @@ pub fn open_source(settings: &Settings) -> Result<Box<dyn FrameSource>> {
     })
 }
 
-/// What the threads and the supervisor share.
+/// What the threads and the supervisor share (each thread holds a clone).
+#[derive(Clone)]
 struct Shared {
     counters: Arc<Counters>,
     handoff: Arc<LatestFrame>,
@@ -151,15 +152,10 @@ fn start_capture(
     shared: &Shared,
     settings: &Settings,
 ) -> Result<JoinHandle<()>> {
-    let (handoff, counters, stop) = (
-        shared.handoff.clone(),
-        shared.counters.clone(),
-        shared.stop.clone(),
-    );
-    let cam = settings.camera.clone();
+    let (s, cam) = (shared.clone(), settings.camera.clone());
     Ok(std::thread::Builder::new()
         .name("emonet-capture".into())
-        .spawn(move || capture::capture_loop(source, &handoff, &counters, &stop, &cam))?)
+        .spawn(move || capture::capture_loop(source, &s.handoff, &s.counters, &s.stop, &cam))?)
 }
 
 fn start_worker(
@@ -168,19 +164,14 @@ fn start_worker(
     settings: &Settings,
     device_id: &str,
 ) -> Result<JoinHandle<()>> {
-    let (handoff, counters, stop) = (
-        shared.handoff.clone(),
-        shared.counters.clone(),
-        shared.stop.clone(),
-    );
-    let (outbox, done) = (shared.outbox.clone(), shared.worker_done.clone());
+    let s = shared.clone();
     let (device_id, tracker) = (device_id.to_string(), settings.tracker.clone());
     Ok(std::thread::Builder::new()
         .name("emonet-infer".into())
         .spawn(move || {
-            let mut worker = Worker::new(&pipeline, &tracker, outbox, &device_id);
-            inference_loop(&mut worker, &handoff, &counters, &stop);
-            done.notify_one();
+            let mut worker = Worker::new(&pipeline, &tracker, s.outbox.clone(), &device_id);
+            inference_loop(&mut worker, &s.handoff, &s.counters, &s.stop);
+            s.worker_done.notify_one();
         })?)
 }
 
