@@ -6,6 +6,8 @@
 //! - [`camera`]: frame sources (V4L2 or replayed images) behind one trait; [`frame`] is the unit
 //!   they yield and the one image decoder.
 //! - [`vision`]: BlazeFace face detection and the emotion classifier, both run by tract.
+//!   [`tract_ops`] holds our own operators inside tract's plans (3×3 depthwise convolution,
+//!   max-pool).
 //! - [`reuse`]: a face's recent scores standing in for classifying it again.
 //! - [`pipeline`]: one frame through the models (detect, then classify or reuse each face).
 //! - [`track`]: stable face ids, score smoothing, hysteresis on emotion changes.
@@ -29,6 +31,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod reuse;
 pub mod track;
+pub mod tract_ops;
 pub mod vision;
 
 // Around it.

@@ -13,6 +13,13 @@ can be compared too (max |tract - ort| is printed).
         models/blazeface-short.onnx models/emotion-mnv2-fp32.onnx models/emotion-mnv2-w8.onnx models/emotion-mnv2-int8.onnx
 
 Prints a markdown table: model, onnxruntime p50, tract p50, tract/ort.
+
+`--ort-ops` also prints onnxruntime's own per-operator profile (`enable_profiling`): the median
+per run of the summed kernel times of the depthwise convolutions (a `Conv` whose weights are
+`[C, 1, kh, kw]`, as onnxruntime reports its possibly fused node's inputs), the max-pools, the
+other convolutions and everything else. tract's side: `cargo run --release --example op_profile
+-- MODEL`. `EMONET_TRACT_OPS=tract` in the environment times tract's own operators instead of
+emonet's (`src/tract_ops`).
 """
 import argparse
 import json
@@ -72,6 +79,45 @@ def time_ort(path, runs, warmup, threads):
     }
 
 
+def ort_op_profile(path, runs, threads):
+    """Median per run of onnxruntime's kernel time (µs) per operator category."""
+    import tempfile
+    sess = onnx_io.session(path, threads, os.path.join(tempfile.mkdtemp(), "ort"))
+    name = sess.get_inputs()[0].name
+    x = input_tensor(input_shape(path))
+    for _ in range(runs + runs // 10):
+        sess.run(None, {name: x})
+    events = json.load(open(sess.end_profiling()))
+    run_spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                       if e.get("cat") == "Session" and e.get("name") == "model_run")
+    run_spans = run_spans[runs // 10:]
+    per_run = [dict() for _ in run_spans]
+
+    def category(e):
+        op = e.get("args", {}).get("op_name", "")
+        shapes = [next(iter(t.values())) for t in e.get("args", {}).get("input_type_shape", [])]
+        # depthwise: weights [C, 1, kh, kw] with C > 1 (fused or NCHWc-reordered nodes included)
+        if "Conv" in op and len(shapes) > 1 and len(shapes[1]) == 4 and shapes[1][1] == 1 \
+                and shapes[1][0] > 1 and shapes[1][2] * shapes[1][3] > 1:
+            return "depthwise conv"
+        if "MaxPool" in op:
+            return "max-pool"
+        if "Conv" in op:
+            return "other conv"
+        return "other: " + op
+
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        for i, (a, b) in enumerate(run_spans):
+            if a <= e["ts"] <= b:
+                c = category(e)
+                per_run[i][c] = per_run[i].get(c, 0) + e["dur"]
+                break
+    cats = sorted({c for r in per_run for c in r})
+    return {c: statistics.median(r.get(c, 0) for r in per_run) for c in cats}
+
+
 def time_tract(emonet, models, runs, frames):
     cmd = [emonet, "bench", "--frames", frames, "--frames-count", "1", "--warmup", "0",
            "--camera-fps", "0", "--json",
@@ -103,6 +149,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--ort-ops", action="store_true",
+                    help="also print onnxruntime's per-operator profile (median µs per run)")
     args = ap.parse_args()
 
     tract, doc = time_tract(args.emonet, args.models, args.runs, args.frames)
@@ -142,6 +190,13 @@ def main():
         d = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
         print(f"| {r['model']} | {r['ort_p50_ms']:.3f} | {r['tract_p50_ms']:.3f} | "
               f"{r['ratio_tract_over_ort']:.2f}x | {d} |")
+    if args.ort_ops:
+        print()
+        print("| model | onnxruntime operator category | µs per run (median) |")
+        print("|---|---|---:|")
+        for m in args.models:
+            for cat, us in ort_op_profile(m, args.runs, args.threads).items():
+                print(f"| {os.path.basename(m)} | {cat} | {us:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=2)

@@ -25,10 +25,15 @@ def preprocess(images_u8, size):
     return ((np.repeat(x, 3, axis=1) - mean) / std).astype(np.float32)
 
 
-def session(path, threads=1):
+def session(path, threads=1, profile_prefix=None):
     """An onnxruntime CPU session on `threads` threads, sequential, full graph optimization, no
-    thread spinning (spinning would burn the second core and distort a 1-thread timing)."""
+    thread spinning (spinning would burn the second core and distort a 1-thread timing). With
+    `profile_prefix`, onnxruntime's per-operator profiling is on (`end_profiling()` names the
+    JSON trace it wrote there)."""
     so = ort.SessionOptions()
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -71,8 +71,21 @@ pub fn metadata_props(proto: &ModelProto) -> HashMap<String, String> {
 }
 
 /// Builds the runnable plan of an already parsed model with input 0 fixed to `input_shape`
-/// (float32). `path` is used for error messages and to resolve external data.
+/// (float32), with our own depthwise convolution and max-pool operators ([`crate::tract_ops`])
+/// unless `EMONET_TRACT_OPS=tract` is set. `path` is used for error messages and to resolve
+/// external data.
 pub fn build_plan(proto: &ModelProto, path: &Path, input_shape: &[usize]) -> Result<OnnxModel> {
+    let own = std::env::var("EMONET_TRACT_OPS").map_or(true, |v| v != "tract");
+    build_plan_with(proto, path, input_shape, own)
+}
+
+/// [`build_plan`], choosing explicitly whether our own operators replace tract's (`own_ops`).
+pub fn build_plan_with(
+    proto: &ModelProto,
+    path: &Path,
+    input_shape: &[usize],
+    own_ops: bool,
+) -> Result<OnnxModel> {
     let onnx = tract_onnx::onnx();
     let dir = path.parent().and_then(|d| d.to_str());
     let parsed = onnx
@@ -88,7 +101,14 @@ pub fn build_plan(proto: &ModelProto, path: &Path, input_shape: &[usize]) -> Res
     let typed = parsed
         .model
         .with_input_fact(0, f32::fact(input_shape).into())
-        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .and_then(|mut m| {
+            if own_ops {
+                crate::tract_ops::install(&mut m)?;
+            }
+            m.into_optimized()
+        })
         .with_context(|| {
             format!(
                 "optimizing {} for input shape {:?}",

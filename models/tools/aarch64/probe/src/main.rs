@@ -1,5 +1,11 @@
 use tract_onnx::prelude::*;
 
+// emonet's own operators, compiled in from the main crate's source: the probe then loads a model
+// exactly as emonet does (`EMONET_TRACT_OPS=tract` leaves tract's operators, as emonet does).
+#[allow(dead_code)]
+#[path = "../../../../../src/tract_ops/mod.rs"]
+mod tract_ops;
+
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).expect("usage: tract-probe MODEL.onnx RUNS");
@@ -16,10 +22,14 @@ fn main() -> TractResult<()> {
     let timed = std::env::var("PROBE_TIME").is_ok();
     let inference = tract_onnx::onnx().model_for_path(path)?;
     let shape = inference.input_fact(0)?.shape.as_concrete_finite()?.expect("fixed shape").to_vec();
-    let plan = inference
+    let mut typed = inference
         .with_input_fact(0, f32::fact(&shape).into())?
-        .into_optimized()?
-        .into_runnable()?;
+        .into_typed()?
+        .into_decluttered()?;
+    if std::env::var("EMONET_TRACT_OPS").map_or(true, |v| v != "tract") {
+        tract_ops::install(&mut typed)?;
+    }
+    let plan = typed.into_optimized()?.into_runnable()?;
     if std::env::var("PROBE_OPS").is_ok() {
         // histogram of the optimized plan's operators (what tract actually runs)
         let mut ops = std::collections::BTreeMap::<String, usize>::new();

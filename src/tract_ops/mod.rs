@@ -1,0 +1,434 @@
+//! Our own operators inside tract's plans: a 3×3 depthwise convolution with its following
+//! Clip/ReLU fused, and a channel-last max-pool, both faster than tract 0.23.9's generic
+//! `DepthWiseConv` / `OptMaxPool` on the shapes of our models (numbers in the README's
+//! performance section).
+//!
+//! Hook: [`install`] rewrites a *decluttered* `TypedModel` (after `into_decluttered`, before
+//! `into_optimized`): every float `Conv` with `group == channels`, a 3×3 kernel, no dilation and
+//! constant weights becomes a [`FastDepthwise`] (weights and bias folded into the operator),
+//! absorbing the chain of `Max`/`Min`-with-a-constant nodes after it (ONNX `Clip` and `Relu`
+//! decluttered); every float channel-last `MaxPool` without padding or index output becomes a
+//! [`FastMaxPool`]. Anything else is left to tract. Our operators have no declutter or codegen
+//! rules, so `into_optimized` keeps them as they are and optimizes the rest of the graph around
+//! them.
+
+pub mod kernels;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, MaxPool, PoolSpec};
+use tract_onnx::tract_core::ops::math::{Max, Min};
+
+use kernels::{Clamp, DwGeometry, Isa, PoolGeometry, TAPS};
+
+/// How many nodes [`install`] replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// Depthwise convolutions now run by [`FastDepthwise`].
+    pub depthwise: usize,
+    /// Clip/ReLU nodes fused into them.
+    pub fused_clamps: usize,
+    /// Max-pools now run by [`FastMaxPool`].
+    pub maxpools: usize,
+}
+
+/// Channel position of a 2-D image tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// `[N, C, H, W]` or `[C, H, W]`.
+    ChannelFirst,
+    /// `[N, H, W, C]` or `[H, W, C]`.
+    ChannelLast,
+}
+
+/// A 3×3 depthwise convolution with constant weights and bias and a fused clamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastDepthwise {
+    pub geometry: DwGeometry,
+    pub layout: Layout,
+    /// Images in the batch (1 without a batch axis).
+    pub batch: usize,
+    /// Tap-major: `[3][3][C]`.
+    pub weights: Arc<Vec<f32>>,
+    pub bias: Arc<Vec<f32>>,
+    pub clamp: Clamp,
+    pub output_shape: TVec<usize>,
+    /// Instruction set of the kernels (the detected one by default).
+    pub isa: Isa,
+}
+
+// The f32 fields are never NaN (clamp bounds come from constants checked in `next_clamp`).
+impl Eq for FastDepthwise {}
+
+impl Op for FastDepthwise {
+    fn name(&self) -> StaticName {
+        "EmonetDepthwise3x3".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![
+            format!("{:?} {:?} batch {}", self.layout, self.geometry, self.batch),
+            format!(
+                "clamp {:?}..{:?}, {:?}",
+                self.clamp.lo, self.clamp.hi, self.isa
+            ),
+        ])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FastDepthwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let x = f32s(&input)?;
+        let g = &self.geometry;
+        ensure!(
+            x.len() == g.input_len() * self.batch,
+            "{}: input length",
+            self.name()
+        );
+        // SAFETY: f32 has no invalid bit patterns, and the kernels write every element of each
+        // output image (checked by the unit tests against tract's own operator).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        let mut view = output.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        let images = x.chunks_exact(g.input_len());
+        for (xi, oi) in images.zip(out.chunks_exact_mut(g.output_len())) {
+            let (w, b) = (&self.weights[..], &self.bias[..]);
+            match self.layout {
+                Layout::ChannelFirst => {
+                    kernels::depthwise3x3_nchw(self.isa, g, xi, w, b, self.clamp, oi)
+                }
+                Layout::ChannelLast => {
+                    kernels::depthwise3x3_nhwc(self.isa, g, xi, w, b, self.clamp, oi)
+                }
+            }
+        }
+        drop(view);
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FastDepthwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        Ok(tvec!(f32::fact(&self.output_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let fmas = self.geometry.fmas() * self.batch;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), fmas.to_dim())))
+    }
+
+    as_op!();
+}
+
+/// A max-pool over channel-last images without padding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastMaxPool {
+    pub geometry: PoolGeometry,
+    pub batch: usize,
+    pub output_shape: TVec<usize>,
+    pub isa: Isa,
+}
+
+impl Eq for FastMaxPool {}
+
+impl Op for FastMaxPool {
+    fn name(&self) -> StaticName {
+        "EmonetMaxPool".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?} batch {}", self.geometry, self.batch)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FastMaxPool {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let x = f32s(&input)?;
+        let g = &self.geometry;
+        let (in_len, out_len) = (g.channels * g.in_h * g.in_w, g.channels * g.out_h * g.out_w);
+        ensure!(
+            x.len() == in_len * self.batch,
+            "{}: input length",
+            self.name()
+        );
+        // SAFETY: as in `FastDepthwise::eval`: every output element is written.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        let mut view = output.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        for (xi, oi) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
+            kernels::maxpool_nhwc(self.isa, g, xi, oi);
+        }
+        drop(view);
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FastMaxPool {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        Ok(tvec!(f32::fact(&self.output_shape)))
+    }
+
+    as_op!();
+}
+
+/// The elements of a plain f32 tensor.
+fn f32s(t: &Tensor) -> TractResult<&[f32]> {
+    t.try_as_plain_ram()?.as_slice::<f32>()
+}
+
+/// Batch, layout and `(h, w)` of a 2-D image pool spec over `shape`, if it is one.
+fn image_dims(spec: &PoolSpec, shape: &[usize]) -> Option<(usize, Layout, usize, usize)> {
+    let df = spec.data_format;
+    let rank = if df.has_n() { 4 } else { 3 };
+    if shape.len() != rank || spec.kernel_shape.len() != 2 {
+        return None;
+    }
+    let batch = if df.has_n() { shape[0] } else { 1 };
+    let hw = &shape[df.has_n() as usize + !df.c_is_last() as usize..][..2];
+    let layout = if df.c_is_last() {
+        Layout::ChannelLast
+    } else {
+        Layout::ChannelFirst
+    };
+    Some((batch, layout, hw[0], hw[1]))
+}
+
+/// The concrete f32 input shape of `node`'s input 0, if it has one.
+fn f32_input_shape(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TVec<usize>>> {
+    let fact = model.outlet_fact(node.inputs[0])?;
+    if fact.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    Ok(fact.shape.as_concrete().map(|s| s.into()))
+}
+
+/// Strides, leading padding and spatial output size of `spec` over `shape`.
+fn spatial_geometry(
+    spec: &PoolSpec,
+    shape: &[usize],
+) -> TractResult<([usize; 2], [usize; 2], [usize; 2], bool)> {
+    let dims: TVec<TDim> = shape.iter().map(|d| d.to_dim()).collect();
+    let geo = spec.compute_geo(&dims)?.to_concrete(shape)?.into_owned();
+    let p = &geo.patch;
+    ensure!(p.pad_before.len() == 2 && p.output_shape.len() == 2);
+    let strides = spec.strides();
+    let unpadded = p.pad_before.iter().chain(&p.pad_after).all(|&x| x == 0);
+    Ok((
+        [strides[0], strides[1]],
+        [p.pad_before[0], p.pad_before[1]],
+        [p.output_shape[0], p.output_shape[1]],
+        unpadded,
+    ))
+}
+
+/// The constant f32 value of `outlet`, if it is one.
+fn konst_f32(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+    let fact = model.outlet_fact(outlet).ok()?;
+    let k = fact.konst.clone()?;
+    (k.datum_type() == f32::datum_type()).then_some(k)
+}
+
+/// A [`FastDepthwise`] for `node`, if it is a depthwise 3×3 convolution we run.
+fn depthwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastDepthwise>> {
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &conv.pool_spec;
+    let c = spec.input_channels;
+    let Some(shape) = f32_input_shape(model, node)? else {
+        return Ok(None);
+    };
+    let Some((batch, layout, in_h, in_w)) = image_dims(spec, &shape) else {
+        return Ok(None);
+    };
+    if conv.q_params.is_some()
+        || conv.group != c
+        || spec.output_channels != c
+        || c < 2
+        || spec.kernel_shape[..] != [3, 3]
+        || spec.dilations().iter().any(|&d| d != 1)
+        || node.inputs.len() != 3
+    {
+        return Ok(None);
+    }
+    let (Some(kernel), Some(bias)) = (
+        konst_f32(model, node.inputs[1]),
+        konst_f32(model, node.inputs[2]),
+    ) else {
+        return Ok(None);
+    };
+    let kernel = conv.kernel_fmt.kernel_as_group_o_ihw(&kernel, c)?;
+    if kernel.shape() != [c, 1, TAPS] || !(bias.len() == c || bias.len() == 1) {
+        return Ok(None);
+    }
+    let (strides, pads, out_hw, _) = spatial_geometry(spec, &shape)?;
+    let geometry = DwGeometry {
+        channels: c,
+        in_h,
+        in_w,
+        stride_h: strides[0],
+        stride_w: strides[1],
+        pad_top: pads[0],
+        pad_left: pads[1],
+        out_h: out_hw[0],
+        out_w: out_hw[1],
+    };
+    let output_shape: TVec<usize> = match model.outlet_fact(node.id.into())?.shape.as_concrete() {
+        Some(s) => s.into(),
+        None => return Ok(None),
+    };
+    if !geometry.is_valid()
+        || output_shape.iter().product::<usize>() != geometry.output_len() * batch
+    {
+        return Ok(None);
+    }
+    let k = f32s(&kernel)?;
+    // Tap-major, [3][3][C], for both layouts.
+    let weights = (0..TAPS * c).map(|i| k[(i % c) * TAPS + i / c]).collect();
+    let b = f32s(&bias)?;
+    let bias = (0..c).map(|i| b[i % b.len()]).collect();
+    Ok(Some(FastDepthwise {
+        geometry,
+        layout,
+        batch,
+        weights: Arc::new(weights),
+        bias: Arc::new(bias),
+        clamp: Clamp::NONE,
+        output_shape,
+        isa: kernels::detected_isa(),
+    }))
+}
+
+/// If the only consumer of `outlet` is `max(·, k)` or `min(·, k)` with a scalar constant `k`
+/// and the same output shape, that node and the clamp with it applied after `clamp`.
+fn next_clamp(model: &TypedModel, outlet: OutletId, clamp: Clamp) -> Option<(usize, Clamp)> {
+    let succ = &model.outlet_successors(outlet);
+    if succ.len() != 1 || model.output_outlets().ok()?.contains(&outlet) {
+        return None;
+    }
+    let node = model.node(succ[0].node);
+    let bin = node.op_as::<TypedBinOp>()?;
+    if node.inputs.len() != 2 || succ[0].slot > 1 {
+        return None;
+    }
+    let other = node.inputs[1 - succ[0].slot];
+    if other == outlet {
+        return None;
+    }
+    let k = konst_f32(model, other)?;
+    let v = if k.len() == 1 {
+        f32s(&k).ok()?[0]
+    } else {
+        return None;
+    };
+    let same_shape =
+        model.outlet_fact(node.id.into()).ok()?.shape == model.outlet_fact(outlet).ok()?.shape;
+    if !same_shape || v.is_nan() {
+        return None;
+    }
+    let clamp = if bin.0.is::<Max>() && v <= clamp.hi {
+        Clamp {
+            lo: clamp.lo.max(v),
+            ..clamp
+        }
+    } else if bin.0.is::<Min>() {
+        Clamp {
+            hi: clamp.hi.min(v),
+            ..clamp
+        }
+    } else {
+        return None;
+    };
+    Some((node.id, clamp))
+}
+
+/// A [`FastMaxPool`] for `node`, if it is a max-pool we run.
+fn maxpool_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastMaxPool>> {
+    let Some(pool) = node.op_as::<MaxPool>() else {
+        return Ok(None);
+    };
+    let spec = &pool.pool_spec;
+    let Some(shape) = f32_input_shape(model, node)? else {
+        return Ok(None);
+    };
+    let Some((batch, Layout::ChannelLast, in_h, in_w)) = image_dims(spec, &shape) else {
+        return Ok(None);
+    };
+    if pool.with_index_outputs.is_some() || spec.dilations().iter().any(|&d| d != 1) {
+        return Ok(None);
+    }
+    let (strides, _, out_hw, unpadded) = spatial_geometry(spec, &shape)?;
+    let geometry = PoolGeometry {
+        channels: shape[shape.len() - 1],
+        in_h,
+        in_w,
+        k_h: spec.kernel_shape[0],
+        k_w: spec.kernel_shape[1],
+        stride_h: strides[0],
+        stride_w: strides[1],
+        out_h: out_hw[0],
+        out_w: out_hw[1],
+    };
+    let Some(output_shape) = model.outlet_fact(node.id.into())?.shape.as_concrete() else {
+        return Ok(None);
+    };
+    if !unpadded || !geometry.is_valid() {
+        return Ok(None);
+    }
+    Ok(Some(FastMaxPool {
+        geometry,
+        batch,
+        output_shape: output_shape.into(),
+        isa: kernels::detected_isa(),
+    }))
+}
+
+/// Replaces `last`'s output by `op` applied to `node`'s input 0.
+fn swap_in(
+    model: &mut TypedModel,
+    node: usize,
+    last: usize,
+    op: impl Into<Box<dyn TypedOp>>,
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::new(format!("emonet {}", model.node(node).name));
+    let x = patch.tap_model(model, model.node(node).inputs[0])?;
+    let name = model.node(node).name.clone();
+    let y = patch.wire_node(name, op.into(), &[x])?[0];
+    patch.shunt_outside(model, last.into(), y)?;
+    patch.apply(model)
+}
+
+/// Swaps tract's depthwise convolutions (with their Clip/ReLU) and max-pools in a decluttered
+/// model for ours (see the module documentation). Run `into_optimized` afterwards.
+pub fn install(model: &mut TypedModel) -> TractResult<Installed> {
+    let mut done = Installed::default();
+    for id in model.eval_order()? {
+        if let Some(mut op) = depthwise_for(model, model.node(id))? {
+            let mut last = id;
+            while let Some((next, clamp)) = next_clamp(model, last.into(), op.clamp) {
+                (last, op.clamp) = (next, clamp);
+                done.fused_clamps += 1;
+            }
+            swap_in(model, id, last, op)?;
+            done.depthwise += 1;
+        } else if let Some(op) = maxpool_for(model, model.node(id))? {
+            swap_in(model, id, id, op)?;
+            done.maxpools += 1;
+        }
+    }
+    model.compact()?;
+    Ok(done)
+}
