@@ -191,9 +191,9 @@ impl FrameSource for V4l2Source {
     }
 }
 
+/// One MJPEG frame; a cut-off one (dropped USB packets) is corrupt, see [`crate::frame::decode_jpeg`].
 fn decode_mjpeg(buf: &[u8]) -> Result<image::RgbImage, SourceError> {
-    image::load_from_memory_with_format(buf, image::ImageFormat::Jpeg)
-        .map(|i| i.into_rgb8())
+    crate::frame::decode_jpeg(buf)
         .map_err(|e| SourceError::Corrupt(format!("MJPEG frame of {} bytes: {e}", buf.len())))
 }
 
