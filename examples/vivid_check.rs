@@ -78,8 +78,14 @@ fn unplug_cycle(
 ) -> Result<(), String> {
     take_frames(handoff, "before unplug")?;
     sysfs_write(&driver.join("unbind"), platform_dev)?;
-    step(&format!("unplugged: {platform_dev} unbound from {}", driver.display()));
-    wait_for(|| camera_state(counters) == "reconnecting", "the loss to be reported")?;
+    step(&format!(
+        "unplugged: {platform_dev} unbound from {}",
+        driver.display()
+    ));
+    wait_for(
+        || camera_state(counters) == "reconnecting",
+        "the loss to be reported",
+    )?;
     step("capture loop reports the camera lost and is reopening");
     std::thread::sleep(UNPLUGGED);
     if camera_state(counters) != "reconnecting" {
@@ -91,14 +97,21 @@ fn unplug_cycle(
     let before = counters.captured.load(Ordering::Relaxed);
     sysfs_write(&driver.join("bind"), platform_dev)?;
     step(&format!("replugged: {platform_dev} bound again"));
-    wait_for(|| camera_state(counters) == "streaming", "the camera to be reopened")?;
+    wait_for(
+        || camera_state(counters) == "streaming",
+        "the camera to be reopened",
+    )?;
     step("capture loop reopened the camera");
     take_frames(handoff, "after replug")?;
     let after = counters.captured.load(Ordering::Relaxed);
     if after <= before {
-        return Err(format!("no frame captured after the replug ({before} → {after})"));
+        return Err(format!(
+            "no frame captured after the replug ({before} → {after})"
+        ));
     }
-    step(&format!("captured {before} frames before the replug, {after} in all"));
+    step(&format!(
+        "captured {before} frames before the replug, {after} in all"
+    ));
     Ok(())
 }
 
@@ -133,7 +146,11 @@ fn take_frames(handoff: &LatestFrame, when: &str) -> Result<(), String> {
 }
 
 fn camera_state(counters: &Counters) -> String {
-    counters.camera.lock().map(|s| s.clone()).unwrap_or_default()
+    counters
+        .camera
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default()
 }
 
 fn wait_for(mut cond: impl FnMut() -> bool, what: &str) -> Result<(), String> {

@@ -443,14 +443,28 @@ fn check_range<T: PartialOrd + std::fmt::Display>(key: &str, value: T, lo: T, hi
 
 /// A reconnect backoff: the first wait and its ceiling, in ms.
 fn check_backoff(section: &str, initial: u64, max: u64) -> Result<()> {
-    check_range(&format!("{section}.reconnect_initial_ms"), initial, 10, 60_000)?;
-    check_range(&format!("{section}.reconnect_max_ms"), max, initial, 3_600_000)
+    check_range(
+        &format!("{section}.reconnect_initial_ms"),
+        initial,
+        10,
+        60_000,
+    )?;
+    check_range(
+        &format!("{section}.reconnect_max_ms"),
+        max,
+        initial,
+        3_600_000,
+    )
 }
 
 /// MQTT topics may not hold the wildcards `+` and `#` or NUL; `device_id` is one topic level,
 /// so no `/` either.
 fn check_topic(key: &str, value: &str, one_level: bool) -> Result<()> {
-    let bad: &[char] = if one_level { &['+', '#', '/', '\0'] } else { &['+', '#', '\0'] };
+    let bad: &[char] = if one_level {
+        &['+', '#', '/', '\0']
+    } else {
+        &['+', '#', '\0']
+    };
     if value.contains(bad) {
         bail!(
             "{key} {value:?} cannot be part of an MQTT topic: no '+', '#'{} or NUL characters",
@@ -527,7 +541,12 @@ impl MqttSettings {
         check_range("mqtt.port", self.port, 1, u16::MAX)?;
         check_range("mqtt.keep_alive_secs", self.keep_alive_secs, 5, 65_535)?;
         check_range("mqtt.queue_capacity", self.queue_capacity, 1, 1_000_000)?;
-        check_range("mqtt.stats_interval_secs", self.stats_interval_secs, 1, 86_400)?;
+        check_range(
+            "mqtt.stats_interval_secs",
+            self.stats_interval_secs,
+            1,
+            86_400,
+        )?;
         check_backoff("mqtt", self.reconnect_initial_ms, self.reconnect_max_ms)?;
         if self.host.is_empty() {
             bail!("mqtt.host must not be empty");

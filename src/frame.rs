@@ -44,13 +44,15 @@ pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> 
 /// are accepted.
 pub fn decode_jpeg(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
     if !jpeg_is_complete(bytes) {
-        return Err(image::ImageError::Decoding(image::error::DecodingError::new(
-            image::ImageFormat::Jpeg.into(),
-            format!(
-                "truncated: {} bytes without an end-of-image marker",
-                bytes.len()
+        return Err(image::ImageError::Decoding(
+            image::error::DecodingError::new(
+                image::ImageFormat::Jpeg.into(),
+                format!(
+                    "truncated: {} bytes without an end-of-image marker",
+                    bytes.len()
+                ),
             ),
-        )));
+        ));
     }
     Ok(image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)?.into_rgb8())
 }
@@ -72,7 +74,11 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/frames/0000.jpg")).unwrap()
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/samples/frames/0000.jpg"
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -30,8 +30,8 @@ impl LogLimiter {
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
         let since = *self.refilled.get_or_insert(now);
         if self.interval > Duration::ZERO {
-            let earned = (now.saturating_duration_since(since).as_nanos()
-                / self.interval.as_nanos()) as u64;
+            let earned =
+                (now.saturating_duration_since(since).as_nanos() / self.interval.as_nanos()) as u64;
             if earned > 0 {
                 self.tokens = (self.tokens as u64 + earned).min(self.burst as u64) as u32;
                 self.refilled = Some(since + self.interval * earned as u32);
@@ -91,7 +91,10 @@ impl ConnectionLog {
             .is_some_and(|t| now.saturating_duration_since(t) >= self.remind)
         {
             let secs = now.saturating_duration_since(since).as_secs();
-            log::warn!("{line} (still failing: {} attempts in {secs} s)", self.attempts);
+            log::warn!(
+                "{line} (still failing: {} attempts in {secs} s)",
+                self.attempts
+            );
             self.reminded = Some(now);
         } else {
             log::debug!("{line} (attempt {})", self.attempts);
@@ -143,6 +146,9 @@ mod tests {
     #[test]
     fn held_back_wording() {
         assert_eq!(held_back(0, "x"), "");
-        assert_eq!(held_back(5, "corrupt frames"), " (5 more corrupt frames since the last report)");
+        assert_eq!(
+            held_back(5, "corrupt frames"),
+            " (5 more corrupt frames since the last report)"
+        );
     }
 }

@@ -30,7 +30,10 @@ pub fn client_config(tls: &TlsSettings) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in certificates("mqtt.tls.ca_file", &tls.ca_file)? {
         roots.add(cert).with_context(|| {
-            format!("mqtt.tls.ca_file {}: not a usable CA certificate", tls.ca_file.display())
+            format!(
+                "mqtt.tls.ca_file {}: not a usable CA certificate",
+                tls.ca_file.display()
+            )
         })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -98,7 +101,10 @@ mod tests {
             ..TlsSettings::default()
         };
         let err = format!("{:#}", client_config(&tls).unwrap_err());
-        assert!(err.contains("mqtt.tls.ca_file /nonexistent/ca.pem"), "{err}");
+        assert!(
+            err.contains("mqtt.tls.ca_file /nonexistent/ca.pem"),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
@@ -108,7 +114,10 @@ mod tests {
             ..tls
         };
         let err = format!("{:#}", client_config(&tls).unwrap_err());
-        assert!(err.contains("mqtt.tls.ca_file") && err.contains("no PEM certificate"), "{err}");
+        assert!(
+            err.contains("mqtt.tls.ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
 
         let tls = TlsSettings {
             client_cert: empty,

@@ -46,7 +46,9 @@ fn broker_restarted_ten_times_under_a_30fps_replay() {
         "allow_anonymous true\npersistence true\npersistence_location {}/\n",
         dir.path().display()
     );
-    let Some(mut broker) = Broker::mosquitto(&global, "") else { return };
+    let Some(mut broker) = Broker::mosquitto(&global, "") else {
+        return;
+    };
     let sub = Subscriber::start_session(broker.port, "emonet/test/#", Some("campaign-counter"));
     let cfg = write_config(dir.path(), broker.port, &root().join("samples/frames"), "");
     let daemon = Daemon::start(&cfg, &[("EMONET__REPLAY__FPS", "30")]);
@@ -83,7 +85,10 @@ fn broker_restarted_ten_times_under_a_30fps_replay() {
     assert!(reconnected.json()["mqtt"]["reconnects"].as_u64().unwrap() >= 10);
     assert!(distinct > 10, "too few events to mean anything: {distinct}");
     if dropped == 0 {
-        assert!(missing.is_empty(), "lost events {missing:?} with no queue overflow");
+        assert!(
+            missing.is_empty(),
+            "lost events {missing:?} with no queue overflow"
+        );
     }
     assert!(
         rss_end <= rss_start + 2048,
@@ -93,7 +98,9 @@ fn broker_restarted_ten_times_under_a_30fps_replay() {
 
 #[test]
 fn sigstop_longer_than_keep_alive_then_resume() {
-    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else { return };
+    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else {
+        return;
+    };
     let sub = Subscriber::start(broker.port, "emonet/test/#");
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
@@ -167,14 +174,19 @@ fn corrupt_frames(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, usize
 
 #[test]
 fn ten_thousand_corrupt_frames_are_counted_with_flat_memory() {
-    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else { return };
+    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else {
+        return;
+    };
     let sub = Subscriber::start(broker.port, "emonet/test/stats");
     let dir = tempfile::tempdir().unwrap();
     let (frames, truncated) = corrupt_frames(dir.path(), 10_000);
     let cfg = write_config(dir.path(), broker.port, &frames, "");
     let mut daemon = Daemon::start(
         &cfg,
-        &[("EMONET__REPLAY__FPS", "0"), ("EMONET__REPLAY__LOOP", "false")],
+        &[
+            ("EMONET__REPLAY__FPS", "0"),
+            ("EMONET__REPLAY__LOOP", "false"),
+        ],
     );
     let mut rss = Vec::new();
     while daemon.child.try_wait().unwrap().is_none() {
@@ -185,12 +197,21 @@ fn ten_thousand_corrupt_frames_are_counted_with_flat_memory() {
     }
     let status = daemon.wait(WAIT);
     let log = daemon.log();
-    assert!(status.success(), "exit {status:?}:\n{}", &log[log.len().saturating_sub(3000)..]);
+    assert!(
+        status.success(),
+        "exit {status:?}:\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
     // The final summary line: `frames: N captured, N corrupt, ...`.
     let summary = log
         .lines()
         .find(|l| l.contains("frames:") && l.contains("corrupt"))
-        .unwrap_or_else(|| panic!("no summary in the log:\n{}", &log[log.len().saturating_sub(3000)..]));
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary in the log:\n{}",
+                &log[log.len().saturating_sub(3000)..]
+            )
+        });
     let count = |what: &str| -> u64 {
         let words: Vec<&str> = summary.split([' ', ',']).collect();
         let i = words.iter().position(|w| *w == what).expect(what);

@@ -85,7 +85,9 @@ fn wrong_password_logs_the_connack_reason() {
         return;
     }
     let global = format!("allow_anonymous false\npassword_file {}\n", pw.display());
-    let Some(broker) = Broker::mosquitto(&global, "") else { return };
+    let Some(broker) = Broker::mosquitto(&global, "") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
@@ -101,7 +103,10 @@ fn wrong_password_logs_the_connack_reason() {
         line.contains("NotAuthorized") || line.contains("BadUserNamePassword"),
         "the CONNACK reason by name: {line}"
     );
-    assert!(line.contains("mqtt.username"), "points at the setting: {line}");
+    assert!(
+        line.contains("mqtt.username"),
+        "points at the setting: {line}"
+    );
 }
 
 // ---- 3. every numeric setting has a range; 10. the variable is named ----
@@ -140,7 +145,11 @@ fn numeric_settings_out_of_range_are_errors_not_panics() {
             key.to_uppercase()
         );
         let (code, err) = check("", &[(&var, value)]);
-        assert_eq!(code, Some(1), "{section}.{key} = {value}: exit {code:?}\n{err}");
+        assert_eq!(
+            code,
+            Some(1),
+            "{section}.{key} = {value}: exit {code:?}\n{err}"
+        );
         assert!(
             err.contains(&format!("{section}.{key}")),
             "{section}.{key} = {value}: the error does not name the setting:\n{err}"
@@ -157,7 +166,10 @@ fn numeric_settings_out_of_range_are_errors_not_panics() {
     // A file setting is still blamed on the file.
     let (code, err) = check("[replay]\nfps = -1.0\n", &[]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("replay.fps") && err.contains("emonet.toml"), "{err}");
+    assert!(
+        err.contains("replay.fps") && err.contains("emonet.toml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -186,12 +198,17 @@ fn truncated_jpeg_is_rejected_by_classify() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a third of a JPEG was classified");
-    assert!(err.contains("cut.jpg") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("cut.jpg") && err.contains("truncated"),
+        "{err}"
+    );
 }
 
 #[test]
 fn truncated_jpegs_in_a_replay_are_counted_as_corrupt() {
-    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else { return };
+    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else {
+        return;
+    };
     let sub = Subscriber::start(broker.port, "emonet/test/#");
     let dir = tempfile::tempdir().unwrap();
     let jpeg = sample("0000.jpg");
@@ -212,8 +229,14 @@ fn truncated_jpegs_in_a_replay_are_counted_as_corrupt() {
         is(m, "stats") && m.json()["frames"]["captured"].as_u64().unwrap_or(0) >= 3
     });
     let frames = &stats.json()["frames"];
-    let (captured, corrupt) = (frames["captured"].as_u64().unwrap(), frames["corrupt"].as_u64().unwrap());
-    assert!(corrupt >= 3 * (captured - 1) && corrupt <= 3 * (captured + 1), "{frames}");
+    let (captured, corrupt) = (
+        frames["captured"].as_u64().unwrap(),
+        frames["corrupt"].as_u64().unwrap(),
+    );
+    assert!(
+        corrupt >= 3 * (captured - 1) && corrupt <= 3 * (captured + 1),
+        "{frames}"
+    );
     let log = daemon.log();
     assert!(log.contains("b.jpg") && log.contains("truncated"), "{log}");
 }
@@ -230,7 +253,9 @@ fn device_id_and_prefix_must_be_valid_topic_levels() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = write_config(dir.path(), 1883, &root().join("samples/frames"), "");
-        let text = std::fs::read_to_string(&cfg).unwrap().replace("device_id = \"test\"", line);
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("device_id = \"test\"", line);
         std::fs::write(&cfg, text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
             .args(["check", "--config"])
@@ -253,7 +278,9 @@ fn device_id_and_prefix_must_be_valid_topic_levels() {
 
 #[test]
 fn corrupt_frame_errors_are_rate_limited() {
-    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else { return };
+    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else {
+        return;
+    };
     let sub = Subscriber::start(broker.port, "emonet/test/stats");
     let dir = tempfile::tempdir().unwrap();
     let frames = frames_dir(
@@ -285,7 +312,9 @@ fn corrupt_frame_errors_are_rate_limited() {
 
 #[test]
 fn clean_stop_publishes_left_and_an_empty_retained_state() {
-    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else { return };
+    let Some(broker) = Broker::mosquitto("allow_anonymous true\n", "") else {
+        return;
+    };
     let sub = Subscriber::start(broker.port, "emonet/test/#");
     let dir = tempfile::tempdir().unwrap();
     // A still scene: one face, always in view.
@@ -297,7 +326,11 @@ fn clean_stop_publishes_left_and_an_empty_retained_state() {
     });
     let track = appeared.json()["track_id"].clone();
     daemon.signal("INT");
-    assert!(daemon.wait(Duration::from_secs(15)).success(), "{}", daemon.log());
+    assert!(
+        daemon.wait(Duration::from_secs(15)).success(),
+        "{}",
+        daemon.log()
+    );
     sub.wait_for("left on stop", Duration::from_secs(5), |m| {
         is(m, "events") && m.json()["type"] == "left" && m.json()["track_id"] == track
     });
@@ -315,7 +348,9 @@ fn clean_stop_publishes_left_and_an_empty_retained_state() {
 
 #[test]
 fn broker_restart_republishes_the_state_of_a_still_scene() {
-    let Some(mut broker) = Broker::mosquitto("allow_anonymous true\n", "") else { return };
+    let Some(mut broker) = Broker::mosquitto("allow_anonymous true\n", "") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     // One face that never moves: after `appeared`, no event changes the state, so a state
     // message after the restart can only be the re-publish.
@@ -331,9 +366,14 @@ fn broker_restart_republishes_the_state_of_a_still_scene() {
     broker.restart();
     // mosquitto without persistence forgot every retained message.
     let sub = Subscriber::start(broker.port, "emonet/test/#");
-    sub.wait_for("online again", WAIT, |m| is(m, "availability") && m.payload == "online");
+    sub.wait_for("online again", WAIT, |m| {
+        is(m, "availability") && m.payload == "online"
+    });
     let state = sub.wait_for("state after the restart", WAIT, |m| is(m, "state"));
-    assert_eq!(state.payload, before.payload, "the last state, re-published");
+    assert_eq!(
+        state.payload, before.payload,
+        "the last state, re-published"
+    );
     let events: Vec<Msg> = sub.all().into_iter().filter(|m| is(m, "events")).collect();
     assert!(events.is_empty(), "the scene changed: {events:?}");
     drop(daemon);
@@ -413,7 +453,10 @@ fn embedded_broker_warns_when_listening_beyond_loopback() {
             if log.contains("listening on") {
                 break log;
             }
-            assert!(t0.elapsed() < WAIT, "broker on {host}:{port} never up: {log}");
+            assert!(
+                t0.elapsed() < WAIT,
+                "broker on {host}:{port} never up: {log}"
+            );
             std::thread::sleep(Duration::from_millis(25));
         };
         let _ = child.kill();
@@ -421,7 +464,10 @@ fn embedded_broker_warns_when_listening_beyond_loopback() {
         assert_eq!(log.contains("beyond loopback"), warned, "{host}: {log}");
         if warned {
             let line = log.lines().find(|l| l.contains("beyond loopback")).unwrap();
-            assert!(line.contains("WARN") && line.contains("no authentication"), "{line}");
+            assert!(
+                line.contains("WARN") && line.contains("no authentication"),
+                "{line}"
+            );
         }
     }
 }

@@ -48,10 +48,7 @@ fn soak_memory_and_descriptors_stay_flat() {
             break;
         }
     }
-    let from = samples
-        .iter()
-        .position(|s| s.1 >= frames / 10)
-        .unwrap_or(0);
+    let from = samples.iter().position(|s| s.1 >= frames / 10).unwrap_or(0);
     let at10 = samples[from];
     let peak = samples[from..].iter().map(|s| s.2).max().unwrap();
     let fds_max = samples[from..].iter().map(|s| s.3).max().unwrap();

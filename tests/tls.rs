@@ -31,9 +31,21 @@ fn make_ca(dir: &Path, name: &str) -> PathBuf {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "2", "-subj", &format!("/CN={name}"),
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.crt"),
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
         ],
     );
     dir.join(format!("{name}.crt"))
@@ -45,20 +57,45 @@ fn make_cert(dir: &Path, ca: &str, name: &str, ext: &str) -> (PathBuf, PathBuf) 
     openssl(
         dir,
         &[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-subj", &format!("/CN={name}"),
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"),
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
         ],
     );
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", &format!("{name}.csr"), "-days", "2",
-            "-CA", &format!("{ca}.crt"), "-CAkey", &format!("{ca}.key"), "-CAcreateserial",
-            "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.crt"),
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-days",
+            "2",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
         ],
     );
-    (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
+    (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    )
 }
 
 /// mosquitto with a plain loopback listener (for the test's subscriber) and a TLS listener.
@@ -82,14 +119,21 @@ struct Pki {
 impl Pki {
     fn new(server_names: &str) -> Option<Pki> {
         if which("mosquitto").is_none() || which("openssl").is_none() {
-            eprintln!("skipped: mosquitto and openssl are needed for the TLS tests (CI installs them)");
+            eprintln!(
+                "skipped: mosquitto and openssl are needed for the TLS tests (CI installs them)"
+            );
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         make_ca(p, "ca");
         make_ca(p, "other-ca");
-        make_cert(p, "ca", "server", &format!("subjectAltName={server_names}\n"));
+        make_cert(
+            p,
+            "ca",
+            "server",
+            &format!("subjectAltName={server_names}\n"),
+        );
         make_cert(
             p,
             "ca",
@@ -111,10 +155,14 @@ impl Pki {
             self.path("server.crt").display(),
             self.path("server.key").display()
         );
-        let broker = Broker::mosquitto("allow_anonymous true\n", &extra).expect("checked in Pki::new");
+        let broker =
+            Broker::mosquitto("allow_anonymous true\n", &extra).expect("checked in Pki::new");
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", tls)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "TLS listener :{tls}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "TLS listener :{tls}"
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
         TlsBroker { broker, tls }
@@ -145,7 +193,9 @@ fn stop(mut daemon: Daemon) {
 
 #[test]
 fn right_ca_connects_over_tls() {
-    let Some(pki) = Pki::new("DNS:localhost,IP:127.0.0.1") else { return };
+    let Some(pki) = Pki::new("DNS:localhost,IP:127.0.0.1") else {
+        return;
+    };
     let broker = pki.broker(false);
     let sub = online(&broker);
     let cfg = pki.config(&broker, &format!("ca_file = {:?}", pki.path("ca.crt")));
@@ -161,15 +211,23 @@ fn right_ca_connects_over_tls() {
 
 #[test]
 fn wrong_ca_is_refused_with_a_clear_error() {
-    let Some(pki) = Pki::new("DNS:localhost,IP:127.0.0.1") else { return };
+    let Some(pki) = Pki::new("DNS:localhost,IP:127.0.0.1") else {
+        return;
+    };
     let broker = pki.broker(false);
     let sub = online(&broker);
-    let cfg = pki.config(&broker, &format!("ca_file = {:?}", pki.path("other-ca.crt")));
+    let cfg = pki.config(
+        &broker,
+        &format!("ca_file = {:?}", pki.path("other-ca.crt")),
+    );
     let daemon = Daemon::start(&cfg, &[("EMONET__MQTT__HOST", "localhost")]);
     let log = daemon.wait_log("UnknownIssuer", WAIT);
     let line = log.lines().find(|l| l.contains("UnknownIssuer")).unwrap();
     assert!(line.contains("WARN") || line.contains("ERROR"), "{line}");
-    assert!(line.contains("mqtt.tls.ca_file"), "names the setting: {line}");
+    assert!(
+        line.contains("mqtt.tls.ca_file"),
+        "names the setting: {line}"
+    );
     assert!(
         !sub.all().iter().any(|m| m.payload == "online"),
         "published through an untrusted broker"
@@ -179,13 +237,18 @@ fn wrong_ca_is_refused_with_a_clear_error() {
 
 #[test]
 fn certificate_for_another_name_is_refused() {
-    let Some(pki) = Pki::new("DNS:broker.example.org") else { return };
+    let Some(pki) = Pki::new("DNS:broker.example.org") else {
+        return;
+    };
     let broker = pki.broker(false);
     let sub = online(&broker);
     let cfg = pki.config(&broker, &format!("ca_file = {:?}", pki.path("ca.crt")));
     let daemon = Daemon::start(&cfg, &[("EMONET__MQTT__HOST", "localhost")]);
     let log = daemon.wait_log("not valid for name", WAIT);
-    let line = log.lines().find(|l| l.contains("not valid for name")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("not valid for name"))
+        .unwrap();
     assert!(line.contains("localhost"), "names the host: {line}");
     assert!(!sub.all().iter().any(|m| m.payload == "online"));
     stop(daemon);
@@ -193,7 +256,9 @@ fn certificate_for_another_name_is_refused() {
 
 #[test]
 fn client_certificate_mutual_tls() {
-    let Some(pki) = Pki::new("DNS:localhost,IP:127.0.0.1") else { return };
+    let Some(pki) = Pki::new("DNS:localhost,IP:127.0.0.1") else {
+        return;
+    };
     let broker = pki.broker(true);
     let sub = online(&broker);
     let cfg = pki.config(
@@ -221,12 +286,18 @@ fn client_certificate_mutual_tls() {
 
 #[test]
 fn tls_files_are_checked_by_check() {
-    let Some(pki) = Pki::new("DNS:localhost") else { return };
+    let Some(pki) = Pki::new("DNS:localhost") else {
+        return;
+    };
     let broker = pki.broker(false);
     for (tls, key) in [
         ("ca_file = \"/nonexistent/ca.pem\"", "mqtt.tls.ca_file"),
         (
-            &format!("ca_file = {:?}\nclient_cert = {:?}", pki.path("ca.crt"), pki.path("client.crt")) as &str,
+            &format!(
+                "ca_file = {:?}\nclient_cert = {:?}",
+                pki.path("ca.crt"),
+                pki.path("client.crt")
+            ) as &str,
             "mqtt.tls.client_key",
         ),
         (

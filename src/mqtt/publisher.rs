@@ -228,8 +228,15 @@ impl Session {
             self.outbox.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         self.ever_connected = true;
-        let tls = if self.cfg.tls.enabled { " over TLS" } else { "" };
-        let line = format!("MQTT: connected to {}:{}{tls}", self.cfg.host, self.cfg.port);
+        let tls = if self.cfg.tls.enabled {
+            " over TLS"
+        } else {
+            ""
+        };
+        let line = format!(
+            "MQTT: connected to {}:{}{tls}",
+            self.cfg.host, self.cfg.port
+        );
         self.connlog.connected(&line, Instant::now());
         // A new clean session: whatever rumqttc still held is gone, so the retained topics are
         // written again before anything else.
@@ -258,7 +265,10 @@ impl Session {
         let line = if self.connected {
             format!("MQTT: connection to {host}:{port} lost: {e}; reconnecting")
         } else {
-            format!("MQTT: cannot connect to {host}:{port}: {}", describe(e, &self.cfg))
+            format!(
+                "MQTT: cannot connect to {host}:{port}: {}",
+                describe(e, &self.cfg)
+            )
         };
         self.connlog.failed(&line, Instant::now());
         self.connected = false;
