@@ -1,5 +1,17 @@
 //! An MQTT broker inside the daemon (rumqttd), so the demo and single-board setups work without
 //! installing mosquitto. Off by default: a robot fleet normally has its own broker.
+//!
+//! rumqttd keeps, for every subscribed topic filter, a log of the messages that matched it
+//! (`max_segment_size` × `max_segment_count`), so that a subscriber can read behind. With the
+//! rumqttd example values (1 MiB × 4) one subscriber made the daemon grow by its event traffic
+//! until 4 MiB per filter were held. Here a filter keeps at most [`SEGMENT_SIZE`] ×
+//! [`SEGMENT_COUNT`] bytes: a subscriber more than that far behind misses the oldest messages.
+//! It has no authentication and no TLS: listening beyond loopback is warned about.
+
+/// Bytes per log segment of a subscribed filter (rumqttd's minimum is 1 KiB).
+pub const SEGMENT_SIZE: usize = 64 * 1024;
+/// Segments kept per filter: at most 128 KiB of messages (a few hundred events) per filter.
+pub const SEGMENT_COUNT: usize = 2;
 
 use anyhow::{Context, Result};
 
@@ -20,8 +32,8 @@ id = 0
 id = 0
 max_connections = 64
 max_outgoing_packet_count = 200
-max_segment_size = 1048576
-max_segment_count = 4
+max_segment_size = {SEGMENT_SIZE}
+max_segment_count = {SEGMENT_COUNT}
 
 [v4.1]
 name = "v4-1"
@@ -34,6 +46,13 @@ max_inflight_count = 100
 dynamic_filters = true
 "#
     );
+    if !addr.ip().is_loopback() {
+        log::warn!(
+            "embedded MQTT broker listens on {addr}, beyond loopback: it has no authentication \
+             and no TLS, so anyone who can reach this port can read the events and publish on \
+             this device's topics (use broker.listen = \"127.0.0.1:PORT\", or a real broker)"
+        );
+    }
     let config: rumqttd::Config =
         toml::from_str(&toml).context("internal error: embedded broker config")?;
     std::thread::Builder::new()

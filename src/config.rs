@@ -336,21 +336,17 @@ impl Settings {
         let merged = builder
             .build()
             .with_context(|| format!("in config file {}", path.display()))?;
-        let settings: Settings = merged.try_deserialize().map_err(|e| {
-            anyhow::anyhow!(
-                "invalid config (file {}, or an EMONET__ variable): {e}",
-                path.display()
-            )
-        })?;
-        settings
-            .validate()
-            .with_context(|| format!("in config file {}", path.display()))?;
+        let settings: Settings = merged
+            .try_deserialize()
+            .map_err(|e| blame(anyhow::anyhow!("invalid value: {e}"), path, env))?;
+        settings.validate().map_err(|e| blame(e, path, env))?;
         Ok(settings)
     }
 
     /// Checks values that parse but cannot work. Files are checked where they are used
     /// (model loading names the key), so `check` and `run` report them the same way.
     pub fn validate(&self) -> Result<()> {
+        check_topic("device_id", &self.device_id, true)?;
         self.camera.validate()?;
         self.replay.validate()?;
         self.detector.validate()?;
@@ -416,28 +412,83 @@ impl Settings {
     }
 }
 
+/// Names where a bad value came from: the environment variable that set the key the error
+/// names, else the config file.
+fn blame(e: anyhow::Error, path: &Path, env: &[(String, String)]) -> anyhow::Error {
+    let msg = format!("{e:#}");
+    let var = env.iter().map(|(var, _)| var).find(|var| {
+        env_key(var).is_some_and(|key| {
+            msg.match_indices(&key).any(|(i, _)| {
+                // The whole key, not a prefix of another (`mqtt.port` in `mqtt.portal`).
+                let before = msg[..i].chars().last();
+                let after = msg[i + key.len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        })
+    });
+    match var {
+        Some(var) => e.context(format!("set by environment variable {var}")),
+        None => e.context(format!("in config file {}", path.display())),
+    }
+}
+
 /// `key` must lie in `[lo, hi]` (NaN never does).
-fn check_range(key: &str, value: f32, lo: f32, hi: f32) -> Result<()> {
-    if !(lo..=hi).contains(&value) {
+fn check_range<T: PartialOrd + std::fmt::Display>(key: &str, value: T, lo: T, hi: T) -> Result<()> {
+    if !(lo <= value && value <= hi) {
         bail!("{key} must be in [{lo}, {hi}], got {value}");
+    }
+    Ok(())
+}
+
+/// A reconnect backoff: the first wait and its ceiling, in ms.
+fn check_backoff(section: &str, initial: u64, max: u64) -> Result<()> {
+    check_range(
+        &format!("{section}.reconnect_initial_ms"),
+        initial,
+        10,
+        60_000,
+    )?;
+    check_range(
+        &format!("{section}.reconnect_max_ms"),
+        max,
+        initial,
+        3_600_000,
+    )
+}
+
+/// MQTT topics may not hold the wildcards `+` and `#` or NUL; `device_id` is one topic level,
+/// so no `/` either.
+fn check_topic(key: &str, value: &str, one_level: bool) -> Result<()> {
+    let bad: &[char] = if one_level {
+        &['+', '#', '/', '\0']
+    } else {
+        &['+', '#', '\0']
+    };
+    if value.contains(bad) {
+        bail!(
+            "{key} {value:?} cannot be part of an MQTT topic: no '+', '#'{} or NUL characters",
+            if one_level { ", '/'" } else { "" }
+        );
     }
     Ok(())
 }
 
 impl CameraSettings {
     pub fn validate(&self) -> Result<()> {
-        if self.fps == 0 || self.width == 0 || self.height == 0 {
-            bail!("camera.width, camera.height and camera.fps must be positive");
-        }
-        Ok(())
+        check_range("camera.width", self.width, 32, 8192)?;
+        check_range("camera.height", self.height, 32, 8192)?;
+        check_range("camera.fps", self.fps, 1, 240)?;
+        check_backoff("camera", self.reconnect_initial_ms, self.reconnect_max_ms)
     }
 }
 
 impl ReplaySettings {
     pub fn validate(&self) -> Result<()> {
-        if self.fps.is_nan() || self.fps < 0.0 {
+        // 0 = as fast as the pipeline takes frames; otherwise a period of 1 ms .. 100 s.
+        if self.fps != 0.0 && !(0.01..=1000.0).contains(&self.fps) {
             bail!(
-                "replay.fps must be >= 0 (0 = as fast as possible), got {}",
+                "replay.fps must be 0 (as fast as possible) or in [0.01, 1000], got {}",
                 self.fps
             );
         }
@@ -449,6 +500,7 @@ impl DetectorSettings {
     /// The ranges, checked once for the config file and for a detector built by hand.
     pub fn validate(&self) -> Result<()> {
         check_range("detector.score_threshold", self.score_threshold, 0.0, 1.0)?;
+        check_range("detector.max_faces", self.max_faces, 1, 100)?;
         check_range("detector.nms_iou", self.nms_iou, 0.0, 1.0)?;
         check_range("detector.min_face_size", self.min_face_size, 0.0, 1.0)
     }
@@ -457,6 +509,7 @@ impl DetectorSettings {
 impl ReuseSettings {
     pub fn validate(&self) -> Result<()> {
         check_range("classifier.reuse.min_iou", self.min_iou, 0.0, 1.0)?;
+        check_range("classifier.reuse.max_frames", self.max_frames, 0, 1000)?;
         if !(0.0..=255.0).contains(&self.max_change) {
             bail!(
                 "classifier.reuse.max_change must be in [0, 255] grey levels, got {}",
@@ -475,26 +528,39 @@ impl TrackerSettings {
                 self.smoothing
             );
         }
-        check_range("tracker.iou_threshold", self.iou_threshold, 0.0, 1.0)
+        check_range("tracker.iou_threshold", self.iou_threshold, 0.0, 1.0)?;
+        check_range("tracker.min_margin", self.min_margin, 0.0, 1.0)?;
+        check_range("tracker.min_hits", self.min_hits, 1, 1000)?;
+        check_range("tracker.max_missed", self.max_missed, 0, 10_000)?;
+        check_range("tracker.hold_frames", self.hold_frames, 0, 10_000)
     }
 }
 
 impl MqttSettings {
     pub fn validate(&self) -> Result<()> {
-        if self.queue_capacity == 0 {
-            bail!("mqtt.queue_capacity must be at least 1");
-        }
+        check_range("mqtt.port", self.port, 1, u16::MAX)?;
+        check_range("mqtt.keep_alive_secs", self.keep_alive_secs, 5, 65_535)?;
+        check_range("mqtt.queue_capacity", self.queue_capacity, 1, 1_000_000)?;
+        check_range(
+            "mqtt.stats_interval_secs",
+            self.stats_interval_secs,
+            1,
+            86_400,
+        )?;
+        check_backoff("mqtt", self.reconnect_initial_ms, self.reconnect_max_ms)?;
         if self.host.is_empty() {
             bail!("mqtt.host must not be empty");
         }
-        if self.topic_prefix.is_empty() || self.topic_prefix.contains(['+', '#']) {
+        if self.topic_prefix.is_empty() || self.topic_prefix.starts_with('$') {
             bail!(
-                "mqtt.topic_prefix must be non-empty and free of MQTT wildcards, got {:?}",
+                "mqtt.topic_prefix must be non-empty and not start with '$' (broker topics), got {:?}",
                 self.topic_prefix
             );
         }
+        check_topic("mqtt.topic_prefix", &self.topic_prefix, false)?;
+        check_topic("mqtt.discovery_prefix", &self.discovery_prefix, false)?;
         if self.tls.enabled {
-            bail!("mqtt.tls.enabled = true: TLS is not supported by this build yet (the keys are reserved)");
+            crate::tls::client_config(&self.tls)?;
         }
         if self.username.is_empty() && !self.password.is_empty() {
             bail!("mqtt.password is set but mqtt.username is empty");

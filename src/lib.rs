@@ -40,7 +40,9 @@ pub mod config;
 pub mod cpu;
 pub mod handoff;
 pub mod logging;
+pub mod ratelimit;
 pub mod shutdown;
+pub mod tls;
 
 // The command line's subcommands.
 pub mod cli;

@@ -135,11 +135,7 @@ impl Tracker {
                     continue;
                 }
                 if track.missed > max_missed {
-                    let prev = (
-                        track.labels[track.reported].clone(),
-                        now.duration_since(track.reported_since).unwrap_or_default(),
-                    );
-                    events.push(track.event(TrackEventKind::Left, Some(prev), now));
+                    events.push(track.left(now));
                     continue;
                 }
             }
@@ -147,6 +143,16 @@ impl Tracker {
         }
         self.tracks = kept;
         events
+    }
+
+    /// The daemon is stopping: every confirmed face is reported as `left` and the tracker is
+    /// emptied, so subscribers do not keep a face that nobody watches any more.
+    pub fn finish(&mut self, now: SystemTime) -> Vec<TrackEvent> {
+        self.tracks
+            .drain(..)
+            .filter(|t| t.confirmed)
+            .map(|t| t.left(now))
+            .collect()
     }
 
     /// How many confirmed faces are in view (no allocation: called every frame).
@@ -236,14 +242,24 @@ impl Track {
         if count < cfg.hold_frames {
             return None;
         }
-        let prev = (
-            self.labels[self.reported].clone(),
-            now.duration_since(self.reported_since).unwrap_or_default(),
-        );
+        let prev = self.previous(now);
         self.reported = top;
         self.reported_since = now;
         self.candidate = None;
         Some(self.event(TrackEventKind::Changed, Some(prev), now))
+    }
+
+    /// The reported emotion and how long it has lasted.
+    fn previous(&self, now: SystemTime) -> (String, Duration) {
+        (
+            self.labels[self.reported].clone(),
+            now.duration_since(self.reported_since).unwrap_or_default(),
+        )
+    }
+
+    /// The `left` event, with how long the last emotion lasted.
+    fn left(&self, now: SystemTime) -> TrackEvent {
+        self.event(TrackEventKind::Left, Some(self.previous(now)), now)
     }
 
     fn event(
@@ -348,6 +364,25 @@ mod tests {
             ev[0].previous,
             Some(("happy".into(), Duration::from_secs(6)))
         );
+    }
+
+    #[test]
+    fn finish_reports_every_confirmed_face_as_left() {
+        let mut tr = Tracker::new(cfg());
+        tr.update(&[face(0.1, HAPPY), face(0.6, SAD)], t(0));
+        let ev = tr.update(&[face(0.1, HAPPY), face(0.6, SAD)], t(1));
+        assert_eq!(ev.len(), 2);
+        // A third face seen once is not confirmed: it was never announced, so no `left`.
+        tr.update(&[face(0.1, HAPPY), face(0.6, SAD), face(0.35, SAD)], t(2));
+        let left = tr.finish(t(5));
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().all(|e| e.kind == TrackEventKind::Left));
+        assert_eq!(
+            left[0].previous,
+            Some(("happy".into(), Duration::from_secs(5)))
+        );
+        assert!(tr.snapshot().is_empty());
+        assert!(tr.finish(t(6)).is_empty());
     }
 
     #[test]

@@ -191,9 +191,9 @@ impl FrameSource for V4l2Source {
     }
 }
 
+/// One MJPEG frame; a cut-off one (dropped USB packets) is corrupt, see [`crate::frame::decode_jpeg`].
 fn decode_mjpeg(buf: &[u8]) -> Result<image::RgbImage, SourceError> {
-    image::load_from_memory_with_format(buf, image::ImageFormat::Jpeg)
-        .map(|i| i.into_rgb8())
+    crate::frame::decode_jpeg(buf)
         .map_err(|e| SourceError::Corrupt(format!("MJPEG frame of {} bytes: {e}", buf.len())))
 }
 
@@ -207,7 +207,7 @@ pub fn yuyv_to_rgb(
 ) -> Result<image::RgbImage, SourceError> {
     let (w, h) = (width as usize, height as usize);
     let stride = (stride as usize).max(w * 2);
-    if w % 2 != 0 || buf.len() < stride * (h.saturating_sub(1)) + w * 2 {
+    if w == 0 || h == 0 || w % 2 != 0 || buf.len() < stride * (h - 1) + w * 2 {
         return Err(SourceError::Corrupt(format!(
             "YUYV frame of {} bytes is too short for {width}x{height} (stride {stride})",
             buf.len()

@@ -4,11 +4,12 @@
 //! with it instead of retrying forever.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::camera::{FrameSource, SourceError};
 use crate::config::CameraSettings;
 use crate::handoff::LatestFrame;
+use crate::ratelimit::{held_back, LogLimiter};
 
 use super::stats::Counters;
 use super::Shutdown;
@@ -21,6 +22,9 @@ pub fn capture_loop(
     cam: &CameraSettings,
 ) {
     counters.set_camera("streaming");
+    // A flood of bad frames (a failing camera, a folder of broken files at full speed) is
+    // counted in full but logged a few at a time.
+    let mut corrupt_log = LogLimiter::new(5, Duration::from_secs(10));
     while !stop.is_triggered() {
         let error = match source.next_frame() {
             Ok(Some(frame)) => {
@@ -34,7 +38,10 @@ pub fn capture_loop(
             }
             Err(SourceError::Corrupt(msg)) => {
                 counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                log::warn!("skipping corrupt frame: {msg}");
+                if let Some(n) = corrupt_log.allow(Instant::now()) {
+                    let more = held_back(n, "corrupt frames");
+                    log::warn!("skipping corrupt frame: {msg}{more}");
+                }
                 continue;
             }
             Err(SourceError::Unavailable(msg)) => {

@@ -9,7 +9,7 @@
 //! capture and the worker; the worker finishes the frame in hand; a second one then tells the
 //! publisher to flush, say `offline` and disconnect.
 
-mod capture;
+pub mod capture;
 pub mod stats;
 pub mod worker;
 
@@ -26,6 +26,7 @@ use crate::event::{encode, StatePayload};
 use crate::handoff::{LatestFrame, Take};
 use crate::mqtt::{Outbox, Topics};
 use crate::pipeline::Pipeline;
+use crate::ratelimit::{held_back, LogLimiter};
 
 pub use crate::shutdown::Shutdown;
 use stats::{stats_payload, Counters, StatsContext};
@@ -171,6 +172,10 @@ fn start_worker(
         .spawn(move || {
             let mut worker = Worker::new(&pipeline, &tracker, s.outbox.clone(), &device_id);
             inference_loop(&mut worker, &s.handoff, &s.counters, &s.stop);
+            let left = worker.finish();
+            if left > 0 {
+                log::info!("stopping: {left} face(s) reported as left");
+            }
             s.worker_done.notify_one();
         })?)
 }
@@ -181,6 +186,7 @@ fn inference_loop(
     counters: &Counters,
     stop: &Shutdown,
 ) {
+    let mut errors = LogLimiter::new(5, Duration::from_secs(10));
     loop {
         counters.beat();
         let frame = match handoff.take(Duration::from_millis(500)) {
@@ -193,7 +199,10 @@ fn inference_loop(
             Ok(report) => counters.record_frame(&report),
             Err(e) => {
                 // A model error on one frame (odd size, NaNs) must not end the service.
-                log::warn!("frame {} not processed: {e:#}", frame.seq);
+                if let Some(n) = errors.allow(Instant::now()) {
+                    let more = held_back(n, "frames not processed");
+                    log::warn!("frame {} not processed: {e:#}{more}", frame.seq);
+                }
                 counters
                     .corrupt
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -265,6 +274,14 @@ fn shut_down(
     if worker.join().is_err() {
         log::error!("inference worker panicked");
     }
+    let c = &shared.counters;
+    log::info!(
+        "frames: {} captured, {} processed, {} corrupt, {} dropped",
+        c.captured.load(std::sync::atomic::Ordering::Relaxed),
+        c.processed.load(std::sync::atomic::Ordering::Relaxed),
+        c.corrupt.load(std::sync::atomic::Ordering::Relaxed),
+        shared.handoff.dropped()
+    );
     flush.trigger();
     runtime.block_on(async {
         match tokio::time::timeout(Duration::from_secs(5), publisher).await {

@@ -12,7 +12,7 @@ use crate::frame::Frame;
 use crate::mqtt::Outbox;
 use crate::pipeline::{Pipeline, StageTimes};
 use crate::reuse::ScoreReuse;
-use crate::track::Tracker;
+use crate::track::{TrackEvent, Tracker};
 use crate::vision::{EmotionScores, Face};
 
 /// One video stream's worker: the shared models plus the state that carries between frames.
@@ -76,7 +76,21 @@ impl<'a> Worker<'a> {
     /// anything changed, the new state. Returns the number of events.
     pub fn publish(&mut self, faces: &[(Face, EmotionScores)], captured: SystemTime) -> usize {
         let events = self.tracker.update(faces, captured);
-        for ev in &events {
+        self.emit(&events, captured)
+    }
+
+    /// The stream ends (the daemon stops): every face in view is reported as `left` and the
+    /// state emptied, so the retained state does not keep faces nobody watches any more.
+    /// Returns the number of events.
+    pub fn finish(&mut self) -> usize {
+        let now = SystemTime::now();
+        let events = self.tracker.finish(now);
+        self.emit(&events, now)
+    }
+
+    /// Queues one event per change and, when anything changed, the new state.
+    fn emit(&mut self, events: &[TrackEvent], at: SystemTime) -> usize {
+        for ev in events {
             self.seq += 1;
             let payload = EventPayload::from_track_event(ev, &self.device_id, self.seq);
             log::info!(
@@ -91,8 +105,7 @@ impl<'a> Worker<'a> {
             }
         }
         if !events.is_empty() {
-            let state =
-                StatePayload::from_tracks(&self.tracker.snapshot(), &self.device_id, captured);
+            let state = StatePayload::from_tracks(&self.tracker.snapshot(), &self.device_id, at);
             if let Some(bytes) = encode("state", &state) {
                 self.outbox.set_state(bytes);
             }

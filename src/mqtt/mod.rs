@@ -14,7 +14,8 @@ pub mod publisher;
 
 use std::time::Duration;
 
-use rumqttc::{LastWill, MqttOptions, QoS};
+use anyhow::Result;
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
 use crate::config::MqttSettings;
 
@@ -46,14 +47,16 @@ impl Topics {
 pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
 
-pub fn mqtt_options(cfg: &MqttSettings, device_id: &str, topics: &Topics) -> MqttOptions {
+/// Connection options; with `[mqtt.tls]` enabled, TLS with the configured CA and client
+/// certificate (the files were checked when the settings were loaded; read again here).
+pub fn mqtt_options(cfg: &MqttSettings, device_id: &str, topics: &Topics) -> Result<MqttOptions> {
     let client_id = if cfg.client_id.is_empty() {
         format!("emonet-{device_id}")
     } else {
         cfg.client_id.clone()
     };
     let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
-    opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.max(5)));
+    opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs));
     opts.set_clean_session(true);
     opts.set_last_will(LastWill::new(
         topics.availability.clone(),
@@ -64,7 +67,11 @@ pub fn mqtt_options(cfg: &MqttSettings, device_id: &str, topics: &Topics) -> Mqt
     if !cfg.username.is_empty() {
         opts.set_credentials(cfg.username.clone(), cfg.password.clone());
     }
-    opts
+    if cfg.tls.enabled {
+        let tls = crate::tls::client_config(&cfg.tls)?;
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    }
+    Ok(opts)
 }
 
 #[cfg(test)]

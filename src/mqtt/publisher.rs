@@ -5,13 +5,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 
 use super::{homeassistant_discovery, mqtt_options, Outbox, Topics, OFFLINE, ONLINE};
 use crate::config::MqttSettings;
+use crate::ratelimit::ConnectionLog;
 use crate::shutdown::Shutdown;
 
 /// How many publishes may be in rumqttc's hands at once; the rest wait in the [`Outbox`].
@@ -101,6 +102,8 @@ struct Session {
     ever_connected: bool,
     ha_status: String,
     discovery: Vec<(String, Vec<u8>)>,
+    /// Connection state changes for the journal, a persisting failure repeated once a minute.
+    connlog: ConnectionLog,
 }
 
 /// Runs until `shutdown` is triggered; then flushes what it can (bounded by a timeout),
@@ -112,7 +115,7 @@ pub async fn run_publisher(
     outbox: Arc<Outbox>,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let opts = mqtt_options(&cfg, &device_id, &topics);
+    let opts = mqtt_options(&cfg, &device_id, &topics)?;
     let (client, mut eventloop) = AsyncClient::new(opts, MAX_HANDED * 2 + 8);
     let initial = Duration::from_millis(cfg.reconnect_initial_ms.max(10));
     let max_backoff = Duration::from_millis(cfg.reconnect_max_ms.max(cfg.reconnect_initial_ms));
@@ -132,6 +135,7 @@ pub async fn run_publisher(
         connected: false,
         ever_connected: false,
         discovery,
+        connlog: ConnectionLog::new(Duration::from_secs(60)),
     };
     while !shutdown.is_triggered() {
         if s.connected {
@@ -147,7 +151,7 @@ pub async fn run_publisher(
                     }
                 }
                 Err(e) => {
-                    s.on_connection_lost(&e, backoff);
+                    s.on_connection_lost(&e);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.triggered() => {}
@@ -224,11 +228,16 @@ impl Session {
             self.outbox.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         self.ever_connected = true;
-        log::info!(
-            "connected to MQTT broker {}:{}",
-            self.cfg.host,
-            self.cfg.port
+        let tls = if self.cfg.tls.enabled {
+            " over TLS"
+        } else {
+            ""
+        };
+        let line = format!(
+            "MQTT: connected to {}:{}{tls}",
+            self.cfg.host, self.cfg.port
         );
+        self.connlog.connected(&line, Instant::now());
         // A new clean session: whatever rumqttc still held is gone, so the retained topics are
         // written again before anything else.
         let (client, topics) = (&self.client, &self.topics);
@@ -251,16 +260,43 @@ impl Session {
         }
     }
 
-    fn on_connection_lost(&mut self, e: &rumqttc::ConnectionError, backoff: Duration) {
+    fn on_connection_lost(&mut self, e: &rumqttc::ConnectionError) {
         let (host, port) = (&self.cfg.host, self.cfg.port);
-        if self.connected {
-            log::warn!("MQTT connection to {host}:{port} lost: {e}; reconnecting");
+        let line = if self.connected {
+            format!("MQTT: connection to {host}:{port} lost: {e}; reconnecting")
         } else {
-            log::debug!("MQTT connect to {host}:{port} failed: {e}; retry in {backoff:?}");
-        }
+            format!(
+                "MQTT: cannot connect to {host}:{port}: {}",
+                describe(e, &self.cfg)
+            )
+        };
+        self.connlog.failed(&line, Instant::now());
         self.connected = false;
         self.outbox.connected.store(false, Ordering::Relaxed);
         self.outbox.requeue_front(self.inflight.take_unacked());
+    }
+}
+
+/// Why a connection attempt failed, with the setting to look at where that is clear.
+fn describe(e: &rumqttc::ConnectionError, cfg: &MqttSettings) -> String {
+    use rumqttc::ConnectReturnCode as Code;
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            let hint = match code {
+                Code::BadUserNamePassword | Code::NotAuthorized => {
+                    " (check mqtt.username and mqtt.password)"
+                }
+                Code::BadClientId => " (check mqtt.client_id)",
+                Code::RefusedProtocolVersion => " (the broker does not speak MQTT 3.1.1)",
+                _ => "",
+            };
+            format!("the broker refused the connection: {code:?}{hint}")
+        }
+        rumqttc::ConnectionError::Tls(t) => format!("{e}{}", crate::tls::hint(&t.to_string())),
+        _ if !cfg.tls.enabled && cfg.port == 8883 => {
+            format!("{e} (port 8883 is MQTT over TLS: set [mqtt.tls] enabled = true)")
+        }
+        _ => e.to_string(),
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Broker {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// mosquitto.conf lines before the loopback listener (global settings).
+    global: String,
+    /// Lines after it (its own settings, further listeners).
+    extra: String,
 }
 
 /// mosquitto, unless EMONET_TEST_BROKER=rumqttd asks for the embedded broker.
@@ -78,13 +82,40 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
 
 impl Broker {
     pub fn start() -> Broker {
+        Self::start_conf(free_port(), "allow_anonymous true\n", "")
+    }
+
+    /// mosquitto with `global` settings and `extra` lines after its loopback listener (further
+    /// listeners, TLS); `None` (with the reason printed) where mosquitto is not installed.
+    pub fn mosquitto(global: &str, extra: &str) -> Option<Broker> {
+        if mosquitto().is_none() {
+            eprintln!("skipped: this test needs mosquitto (CI installs it)");
+            return None;
+        }
+        Some(Self::start_conf(free_port(), global, extra))
+    }
+
+    /// Like [`Broker::mosquitto`] on a given port.
+    pub fn mosquitto_on(port: u16, global: &str, extra: &str) -> Option<Broker> {
+        mosquitto()?;
+        Some(Self::start_conf(port, global, extra))
+    }
+
+    fn start_conf(port: u16, global: &str, extra: &str) -> Broker {
         let mut b = Broker {
-            port: free_port(),
+            port,
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            global: global.to_string(),
+            extra: extra.to_string(),
         };
         b.spawn();
         b
+    }
+
+    /// A folder that lives as long as the broker (for its password file, certificates).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn kind() -> &'static str {
@@ -101,9 +132,10 @@ impl Broker {
                 let conf = self.dir.path().join("mosquitto.conf");
                 std::fs::write(
                     &conf,
+                    // As root, mosquitto would read its files as the `mosquitto` user.
                     format!(
-                        "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n",
-                        self.port
+                        "persistence false\nlog_dest stderr\nuser root\n{}\nlistener {} 127.0.0.1\n{}\n",
+                        self.global, self.port, self.extra
                     ),
                 )
                 .unwrap();
@@ -111,7 +143,7 @@ impl Broker {
                     .arg("-c")
                     .arg(&conf)
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stderr(std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap())
                     .spawn()
                     .expect("start mosquitto")
             }
@@ -139,6 +171,18 @@ impl Broker {
 
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Stops mosquitto with SIGTERM (it saves its persistence file, if any) and starts it again.
+    pub fn restart_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+        wait_port(self.port, false);
         self.spawn();
     }
 }
@@ -179,15 +223,23 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(port: u16, filter: &str) -> Subscriber {
+        Self::start_session(port, filter, None)
+    }
+
+    /// With `Some(id)`: a persistent session under that client id (clean session off), so a
+    /// broker with persistence keeps queuing for it across the subscriber's reconnects.
+    pub fn start_session(port: u16, filter: &str, session: Option<&str>) -> Subscriber {
         let msgs = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (m, s, filter) = (msgs.clone(), stop.clone(), filter.to_string());
-        let id = format!("test-sub-{}", free_port());
+        let id = session.map_or_else(|| format!("test-sub-{}", free_port()), str::to_string);
+        let clean = session.is_none();
         let ready = Arc::new(std::sync::Barrier::new(2));
         let ready2 = ready.clone();
         std::thread::spawn(move || {
             let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
             opts.set_keep_alive(Duration::from_secs(5));
+            opts.set_clean_session(clean);
             let (client, mut conn) = rumqttc::Client::new(opts, 10);
             let mut signalled = false;
             for ev in conn.iter() {
@@ -318,6 +370,32 @@ impl Daemon {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Waits until the log holds `needle`; returns the log. Panics with the log on timeout.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let t0 = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if let Some(st) = self.child_exited() {
+                panic!("emonet exited ({st}) before logging {needle:?}:\n{log}");
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "no {needle:?} in the daemon's log after {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn child_exited(&self) -> Option<String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // A zombie (state Z) has exited but not been reaped.
+        let state = status.rsplit(')').next()?.split_whitespace().next()?;
+        (state == "Z").then(|| "exited".to_string())
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
@@ -345,8 +423,18 @@ impl Daemon {
     }
 
     pub fn rss_kb(&self) -> u64 {
-        emonet::cpu::proc_status_kib(&self.pid().to_string(), "VmRSS").expect("VmRSS")
+        rss_kb(self.child.id()).expect("VmRSS")
     }
+}
+
+/// Resident memory of process `pid` in kB (VmRSS), if it is running.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    emonet::cpu::proc_status_kib(&pid.to_string(), "VmRSS")
+}
+
+/// Open file descriptors of process `pid`, if it is running.
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 impl Drop for Daemon {
