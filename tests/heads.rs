@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use emonet::eval::{evaluate, EvalOptions};
+use emonet::cli::eval::{evaluate, EvalOptions};
 use emonet::vision::EmotionClassifier;
 use image::{Rgb, RgbImage};
 
