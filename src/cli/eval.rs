@@ -7,6 +7,11 @@
 //! 8-class model can be scored on 7-class FER2013, and the confusion matrix covers the present
 //! classes only. Files that cannot be decoded are named on stderr and counted in
 //! `skipped_files`; they do not stop the run.
+//!
+//! A model with several outputs (`ferplus`, `fer2013`) is scored on one of them: `--head`, or
+//! by default the output whose labels match the data's folders best (most folders matched, then
+//! fewest labels left over: a 7-folder FER2013 view picks `fer2013`, an 8-folder FER+ view
+//! `ferplus`); the choice is said on stderr.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::metrics::{ConfusionMatrix, MetricsSummary};
+use crate::vision::model::OutputMeta;
 use crate::vision::{argmax, EmotionClassifier};
 
 /// `emonet eval` arguments.
@@ -40,6 +46,10 @@ pub struct EvalArgs {
     /// Score at most N images, spread evenly over the sorted file list (keeps class shares).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Output (head) of a several-output model to score, e.g. `ferplus` or `fer2013` (default:
+    /// the one whose labels match the data's folders best).
+    #[arg(long, value_name = "NAME")]
+    pub head: Option<String>,
 }
 
 /// Options of [`evaluate`].
@@ -47,6 +57,8 @@ pub struct EvalArgs {
 pub struct EvalOptions {
     pub strict: bool,
     pub limit: Option<usize>,
+    /// Output to score (default: [`pick_output`]).
+    pub head: Option<String>,
     /// Progress on stderr.
     pub progress: bool,
 }
@@ -64,6 +76,8 @@ pub struct EvalReport {
     /// Model name from its metadata, and its path.
     pub model: String,
     pub model_path: PathBuf,
+    /// The output (head) scored.
+    pub output: String,
     pub data: PathBuf,
     /// `n`, `accuracy`, `macro_f1`, `per_class`, `confusion` (over the classes present).
     #[serde(flatten)]
@@ -82,9 +96,10 @@ impl EvalReport {
     /// Human-readable report.
     pub fn to_table(&self) -> String {
         let mut s = format!(
-            "model {} ({})\ndata  {}\n",
+            "model {} ({}), output {}\ndata  {}\n",
             self.model,
             self.model_path.display(),
+            self.output,
             self.data.display()
         );
         s.push_str(&self.metrics.to_table());
@@ -119,26 +134,8 @@ pub struct Dataset {
 /// Lists `dir` as a class-per-folder tree against the model's `labels`. Unknown folders are
 /// reported on stderr (or an error when `strict`).
 pub fn scan(dir: &Path, labels: &[String], strict: bool) -> Result<Dataset> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read data folder {}", dir.display()))?;
-    let mut folders = Vec::new();
-    for e in entries {
-        let e = e.with_context(|| format!("reading {}", dir.display()))?;
-        let path = e.path();
-        // fs::metadata follows symlinks
-        if std::fs::metadata(&path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
-            folders.push((e.file_name().to_string_lossy().into_owned(), path));
-        }
-    }
-    folders.sort();
     let mut ds = Dataset::default();
-    for (name, path) in folders {
-        if name.starts_with('.') {
-            continue;
-        }
+    for (name, path) in class_folders(dir)? {
         let Some(label) = labels.iter().position(|l| *l == name) else {
             if strict {
                 bail!(
@@ -185,6 +182,66 @@ pub fn scan(dir: &Path, labels: &[String], strict: bool) -> Result<Dataset> {
     Ok(ds)
 }
 
+/// The sub-folders of `dir` (symlinks followed), sorted, hidden ones left out: (name, path).
+fn class_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read data folder {}", dir.display()))?;
+    let mut folders = Vec::new();
+    for e in entries {
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        // fs::metadata follows symlinks
+        if !name.starts_with('.') && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+            folders.push((name, path));
+        }
+    }
+    folders.sort();
+    Ok(folders)
+}
+
+/// The output to score on data with these class folders: the one whose labels match the most
+/// folders, then the one with the fewest labels left over, then the first. Returns its index
+/// and how many folders it matched.
+pub fn pick_output(outputs: &[OutputMeta], folders: &[String]) -> (usize, usize) {
+    let fit = |o: &OutputMeta| {
+        let matched = folders.iter().filter(|f| o.labels.contains(f)).count();
+        (matched, o.labels.len() - matched)
+    };
+    let mut best = 0;
+    for (i, o) in outputs.iter().enumerate().skip(1) {
+        let (m, extra) = fit(o);
+        let (bm, bextra) = fit(&outputs[best]);
+        if m > bm || (m == bm && extra < bextra) {
+            best = i;
+        }
+    }
+    (best, fit(&outputs[best]).0)
+}
+
+/// The output `opts.head` names, or [`pick_output`]'s choice (said on stderr when the model has
+/// several outputs).
+fn choose_output(classifier: &EmotionClassifier, data: &Path, opts: &EvalOptions) -> Result<usize> {
+    let meta = classifier.meta();
+    if let Some(name) = &opts.head {
+        return meta.output_index(name);
+    }
+    if meta.outputs.len() == 1 {
+        return Ok(0);
+    }
+    let folders: Vec<String> = class_folders(data)?.into_iter().map(|(n, _)| n).collect();
+    let (i, matched) = pick_output(&meta.outputs, &folders);
+    eprintln!(
+        "eval: scoring output `{}` (its {} labels match {matched} of the {} class folders; \
+         --head picks another of: {})",
+        meta.outputs[i].name,
+        meta.outputs[i].labels.len(),
+        folders.len(),
+        meta.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    Ok(i)
+}
+
 /// Keeps `limit` files spread evenly over the list (deterministic).
 fn spread(files: Vec<(usize, PathBuf)>, limit: usize) -> Vec<(usize, PathBuf)> {
     let n = files.len();
@@ -210,7 +267,8 @@ pub fn evaluate(
     data: &Path,
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
-    let labels = &classifier.meta().labels;
+    let head = choose_output(classifier, data, opts)?;
+    let labels = &classifier.meta().outputs[head].labels;
     let mut ds = scan(data, labels, opts.strict)?;
     if let Some(limit) = opts.limit {
         ds.files = spread(std::mem::take(&mut ds.files), limit.max(1));
@@ -223,9 +281,11 @@ pub fn evaluate(
     let start = Instant::now();
     let mut last_decile = 0;
     for (done, (truth, path)) in ds.files.iter().enumerate() {
-        let result = crate::frame::read_image(path).and_then(|img| classifier.classify_crop(&img));
+        let result =
+            crate::frame::read_image(path).and_then(|img| classifier.classify_crop_all(&img));
         match result {
-            Ok(scores) => {
+            Ok(mut all) => {
+                let scores = all.swap_remove(head);
                 // best of the classes present in the data
                 let of_present: Vec<f32> = present.iter().map(|&i| scores.scores[i]).collect();
                 let predicted = argmax(&of_present);
@@ -272,6 +332,7 @@ pub fn evaluate(
     Ok(EvalReport {
         model: classifier.meta().name.clone(),
         model_path: classifier.path().to_path_buf(),
+        output: classifier.meta().outputs[head].name.clone(),
         data: data.to_path_buf(),
         metrics: cm.summary(),
         skipped_files: skipped.len(),
@@ -292,6 +353,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let opts = EvalOptions {
         strict: args.strict,
         limit: args.limit,
+        head: args.head.clone(),
         progress: true,
     };
     let report = evaluate_path(&args.model, &args.data, &opts)?;
@@ -322,6 +384,27 @@ mod tests {
             .collect();
         assert_eq!(names, ["0", "2", "5", "7"]);
         assert_eq!(spread(files.clone(), 20).len(), 10);
+    }
+
+    #[test]
+    fn pick_output_prefers_most_matches_then_fewest_extra_labels() {
+        let out = |name: &str, labels: &[&str]| OutputMeta {
+            name: name.into(),
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+        };
+        let ferplus = out("ferplus", &["angry", "happy", "sad", "contempt"]);
+        let fer2013 = out("fer2013", &["angry", "happy", "sad"]);
+        let outputs = [ferplus, fer2013];
+        let folders = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // the 3-class view: both match 3 folders, fer2013 leaves no label over
+        assert_eq!(pick_output(&outputs, &folders(&["angry", "happy", "sad"])), (1, 3));
+        // with contempt only ferplus matches 4
+        assert_eq!(
+            pick_output(&outputs, &folders(&["angry", "contempt", "happy", "sad"])),
+            (0, 4)
+        );
+        // nothing matches: the output with fewer labels
+        assert_eq!(pick_output(&outputs, &folders(&["x"])), (1, 0));
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! training pipeline), converted to luma or kept RGB as the metadata says, normalised with the
 //! metadata's mean / std and run; softmax turns the logits into [`EmotionScores`].
 //!
+//! A model with several outputs (heads) computes all of them in one run; the `classify_*`
+//! methods return the selected one ([`super::model::DEFAULT_OUTPUT`], `ferplus`, unless
+//! [`EmotionClassifier::select_output`] picked another), `classify_crop_all` every one.
+//!
 //! Buffers: like the detector, a classifier keeps its resizer, buffers and tract state behind a
 //! `Mutex`; calls from several threads are serialised.
 
@@ -18,6 +22,7 @@ use image::RgbImage;
 use tract_onnx::prelude::*;
 
 use super::model::{self, ClassifierMeta, ColorMode, PlanState};
+use tract_onnx::pb::ModelProto;
 use super::{BBox, EmotionScores, Face};
 
 struct Scratch {
@@ -33,7 +38,10 @@ struct Scratch {
 pub struct EmotionClassifier {
     path: PathBuf,
     meta: ClassifierMeta,
-    labels: Arc<[String]>,
+    /// Labels of each output, in output order.
+    labels: Vec<Arc<[String]>>,
+    /// The output `classify_*` return.
+    selected: usize,
     scratch: Mutex<Scratch>,
 }
 
@@ -54,18 +62,13 @@ impl EmotionClassifier {
         let meta = ClassifierMeta::from_props(&model::metadata_props(&proto), path)?;
         let m = model::build_plan(&proto, path, &meta.input_shape())
             .with_context(|| format!("loading emotion classifier {}", path.display()))?;
-        let n = meta.labels.len();
-        ensure!(
-            m.output_shapes.first().map(|s| s.iter().product::<usize>()) == Some(n),
-            "{}: output shape {:?} does not match the {n} labels of emonet.labels",
-            path.display(),
-            m.output_shapes.first()
-        );
+        check_outputs(&proto, &m.output_shapes, &meta, path)?;
         let state = PlanState::new(&m.plan)?;
         let [_, c, h, w] = meta.input_shape();
         Ok(EmotionClassifier {
             path: path.to_path_buf(),
-            labels: meta.labels.clone().into(),
+            labels: meta.outputs.iter().map(|o| o.labels.clone().into()).collect(),
+            selected: meta.default_output,
             meta,
             scratch: Mutex::new(Scratch {
                 resizer: Resizer::new(),
@@ -76,13 +79,25 @@ impl EmotionClassifier {
         })
     }
 
+    /// Makes `classify_*` return the output named `name` (see [`ClassifierMeta::outputs`]).
+    pub fn select_output(&mut self, name: &str) -> Result<()> {
+        self.selected = self.meta.output_index(name)?;
+        Ok(())
+    }
+
+    /// Name of the output `classify_*` return.
+    pub fn selected_output(&self) -> &str {
+        &self.meta.outputs[self.selected].name
+    }
+
     pub fn meta(&self) -> &ClassifierMeta {
         &self.meta
     }
 
-    /// Class labels in output order (shared by every [`EmotionScores`] this returns).
+    /// Class labels of the selected output, in output order (shared by every
+    /// [`EmotionScores`] `classify_*` return).
     pub fn labels(&self) -> &Arc<[String]> {
-        &self.labels
+        &self.labels[self.selected]
     }
 
     pub fn path(&self) -> &Path {
@@ -93,6 +108,15 @@ impl EmotionClassifier {
     pub fn classify_crop(&self, crop: &RgbImage) -> Result<EmotionScores> {
         let (w, h) = crop.dimensions();
         self.classify_region(crop, (0.0, 0.0, w as f64, h as f64))
+    }
+
+    /// Every output's scores for a face crop (the whole image), in output order.
+    pub fn classify_crop_all(&self, crop: &RgbImage) -> Result<Vec<EmotionScores>> {
+        let (w, h) = crop.dimensions();
+        let outputs = self.run_region(crop, (0.0, 0.0, w as f64, h as f64))?;
+        (0..outputs.len())
+            .map(|i| self.scores(&outputs, i))
+            .collect()
     }
 
     /// Classifies the face `face` of `frame`: a square around its box, enlarged by the model's
@@ -110,6 +134,21 @@ impl EmotionClassifier {
         img: &RgbImage,
         rect: (f64, f64, f64, f64),
     ) -> Result<EmotionScores> {
+        let outputs = self.run_region(img, rect)?;
+        self.scores(&outputs, self.selected)
+    }
+
+    /// Softmax of output `i`.
+    fn scores(&self, outputs: &TVec<TValue>, i: usize) -> Result<EmotionScores> {
+        let logits = outputs[i].to_plain_array_view::<f32>()?;
+        Ok(EmotionScores {
+            labels: self.labels[i].clone(),
+            scores: softmax(logits.iter().copied()),
+        })
+    }
+
+    /// Runs the model on the region (see [`Self::classify_region`]): every output's logits.
+    fn run_region(&self, img: &RgbImage, rect: (f64, f64, f64, f64)) -> Result<TVec<TValue>> {
         let (width, height) = img.dimensions();
         ensure!(width > 0 && height > 0, "empty image");
         let m = &self.meta;
@@ -152,12 +191,42 @@ impl EmotionClassifier {
             .run(tvec!(input.into_tvalue()))
             .with_context(|| format!("running {}", self.path.display()))?;
         drop(guard);
-        let logits = outputs[0].to_plain_array_view::<f32>()?;
-        Ok(EmotionScores {
-            labels: self.labels.clone(),
-            scores: softmax(logits.iter().copied()),
-        })
+        Ok(outputs)
     }
+}
+
+/// The plan's outputs must be the metadata's, in the same order, each with one score per label.
+fn check_outputs(
+    proto: &ModelProto,
+    shapes: &[Vec<usize>],
+    meta: &ClassifierMeta,
+    path: &Path,
+) -> Result<()> {
+    let f = path.display();
+    ensure!(
+        shapes.len() == meta.outputs.len(),
+        "{f}: the graph has {} outputs, the metadata describes {}",
+        shapes.len(),
+        meta.outputs.len()
+    );
+    let graph_names = proto.graph.as_ref().map(|g| &g.output[..]).unwrap_or(&[]);
+    for (i, (o, shape)) in meta.outputs.iter().zip(shapes).enumerate() {
+        let n = o.labels.len();
+        ensure!(
+            shape.iter().product::<usize>() == n,
+            "{f}: output {i} (`{}`) has shape {shape:?}, not the {n} labels of its metadata",
+            o.name
+        );
+        if meta.outputs.len() > 1 {
+            let g = graph_names.get(i).map(|v| v.name.as_str()).unwrap_or("");
+            ensure!(
+                g == o.name,
+                "{f}: graph output {i} is `{g}` but emonet.outputs lists `{}` there",
+                o.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// How far the crop centre sits above the centre of a BlazeFace box, as a fraction of the box

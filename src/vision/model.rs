@@ -9,7 +9,9 @@
 //!
 //! | key | meaning |
 //! |---|---|
-//! | `emonet.labels` | comma-separated class names in output order |
+//! | `emonet.labels` | comma-separated class names in output order (of the default output) |
+//! | `emonet.outputs` | optional: the graph's output names in order, comma-separated, for a model with several heads (`ferplus,fer2013`) |
+//! | `emonet.labels.<output>` | with `emonet.outputs`: the class names of each output |
 //! | `emonet.input_height`, `emonet.input_width` | input size in pixels |
 //! | `emonet.channels` | `1` or `3` |
 //! | `emonet.color` | `gray` (luma replicated to every channel) or `rgb` |
@@ -17,6 +19,10 @@
 //! | `emonet.output` | `logits` (softmax is applied here) |
 //! | `emonet.face_margin` | fraction of the face box added on each side when cropping |
 //! | `emonet.name` | short model name |
+//!
+//! Of several outputs, [`DEFAULT_OUTPUT`] (`ferplus`, the product's labels) is the one the daemon,
+//! `emonet classify` and the MQTT scores use (the first output when none has that name); a
+//! file without `emonet.outputs` has one output, named `logits` here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -159,12 +165,28 @@ pub enum ColorMode {
     Rgb,
 }
 
+/// The output of a several-head classifier that the product uses by default.
+pub const DEFAULT_OUTPUT: &str = "ferplus";
+
+/// One output (head) of the classifier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputMeta {
+    /// The ONNX graph output's name (`logits` for a single-output file).
+    pub name: String,
+    /// Class names in output order.
+    pub labels: Vec<String>,
+}
+
 /// The emotion classifier's self-description, read from its ONNX metadata props.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassifierMeta {
     pub name: String,
-    /// Class names in output order.
+    /// Class names of the default output, in output order.
     pub labels: Vec<String>,
+    /// Every output in graph order (one for single-output files).
+    pub outputs: Vec<OutputMeta>,
+    /// Index in `outputs` of the default output ([`DEFAULT_OUTPUT`] or the first).
+    pub default_output: usize,
     pub input_height: usize,
     pub input_width: usize,
     /// Input channels, 1 or 3.
@@ -182,7 +204,12 @@ impl ClassifierMeta {
     pub fn from_props(props: &HashMap<String, String>, file: &Path) -> Result<Self> {
         let p = Props { props, file };
         let name = p.get("emonet.name")?.to_string();
-        let labels = p.labels()?;
+        let outputs = p.outputs()?;
+        let default_output = outputs
+            .iter()
+            .position(|o| o.name == DEFAULT_OUTPUT)
+            .unwrap_or(0);
+        let labels = outputs[default_output].labels.clone();
         let input_height = p.int("emonet.input_height")?;
         let input_width = p.int("emonet.input_width")?;
         let (channels, color) = p.channels_and_color()?;
@@ -206,6 +233,8 @@ impl ClassifierMeta {
         Ok(ClassifierMeta {
             name,
             labels,
+            outputs,
+            default_output,
             input_height,
             input_width,
             channels,
@@ -219,6 +248,21 @@ impl ClassifierMeta {
     /// Input shape, NCHW with batch 1.
     pub fn input_shape(&self) -> [usize; 4] {
         [1, self.channels, self.input_height, self.input_width]
+    }
+
+    /// Index of the output named `name`; the error lists the outputs there are.
+    pub fn output_index(&self, name: &str) -> Result<usize> {
+        self.outputs
+            .iter()
+            .position(|o| o.name == name)
+            .with_context(|| {
+                let names: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+                format!(
+                    "model {} has no output `{name}` (outputs: {})",
+                    self.name,
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -261,22 +305,47 @@ impl Props<'_> {
             .ok_or_else(|| self.bad(key, v, "expected comma-separated numbers"))
     }
 
-    fn labels(&self) -> Result<Vec<String>> {
-        let raw = self.get("emonet.labels")?;
+    /// Comma-separated class names under `key`: at least two, none empty, none twice.
+    fn labels(&self, key: &str) -> Result<Vec<String>> {
+        let raw = self.get(key)?;
         let labels: Vec<String> = raw.split(',').map(|s| s.trim().to_string()).collect();
         if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
-            return Err(self.bad(
-                "emonet.labels",
-                raw,
-                "expected at least two non-empty names",
-            ));
+            return Err(self.bad(key, raw, "expected at least two non-empty names"));
         }
         for (i, l) in labels.iter().enumerate() {
             if labels[..i].contains(l) {
-                return Err(self.bad("emonet.labels", raw, &format!("`{l}` appears twice")));
+                return Err(self.bad(key, raw, &format!("`{l}` appears twice")));
             }
         }
         Ok(labels)
+    }
+
+    /// `emonet.outputs` and the `emonet.labels.<output>` of each; without `emonet.outputs`, one
+    /// output `logits` with `emonet.labels`.
+    fn outputs(&self) -> Result<Vec<OutputMeta>> {
+        let Some(raw) = self.props.get("emonet.outputs").map(|s| s.trim()) else {
+            return Ok(vec![OutputMeta {
+                name: "logits".into(),
+                labels: self.labels("emonet.labels")?,
+            }]);
+        };
+        self.labels("emonet.labels")?;
+        let names: Vec<&str> = raw.split(',').map(str::trim).collect();
+        let mut outputs = Vec::with_capacity(names.len());
+        for (i, &name) in names.iter().enumerate() {
+            if name.is_empty() || names[..i].contains(&name) {
+                return Err(self.bad(
+                    "emonet.outputs",
+                    raw,
+                    "expected distinct, non-empty output names",
+                ));
+            }
+            outputs.push(OutputMeta {
+                name: name.to_string(),
+                labels: self.labels(&format!("emonet.labels.{name}"))?,
+            });
+        }
+        Ok(outputs)
     }
 
     fn channels_and_color(&self) -> Result<(usize, ColorMode)> {
@@ -354,6 +423,72 @@ mod tests {
         assert_eq!(m.color, ColorMode::Gray);
         assert_eq!(m.std[2], 0.225);
         assert_eq!(m.face_margin, 0.1);
+    }
+
+    fn two_head_props() -> HashMap<String, String> {
+        let mut p = props();
+        for (k, v) in [
+            ("emonet.outputs", "fer2013, ferplus"),
+            (
+                "emonet.labels.fer2013",
+                "angry,disgust,fear,happy,neutral,sad,surprise",
+            ),
+            (
+                "emonet.labels.ferplus",
+                "angry,disgust,fear,happy,neutral,sad,surprise,contempt",
+            ),
+        ] {
+            p.insert(k.into(), v.into());
+        }
+        p
+    }
+
+    #[test]
+    fn single_output_files_have_one_output_named_logits() {
+        let m = ClassifierMeta::from_props(&props(), Path::new("m.onnx")).unwrap();
+        assert_eq!(m.outputs.len(), 1);
+        assert_eq!(m.outputs[0].name, "logits");
+        assert_eq!(m.outputs[0].labels, m.labels);
+        assert_eq!(m.default_output, 0);
+    }
+
+    #[test]
+    fn several_outputs_default_to_ferplus() {
+        let m = ClassifierMeta::from_props(&two_head_props(), Path::new("m.onnx")).unwrap();
+        let names: Vec<&str> = m.outputs.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["fer2013", "ferplus"]);
+        assert_eq!(m.default_output, 1);
+        assert_eq!(m.labels.len(), 8);
+        assert_eq!(m.outputs[0].labels.len(), 7);
+        assert_eq!(m.output_index("fer2013").unwrap(), 0);
+        let e = m.output_index("logits").unwrap_err().to_string();
+        assert!(e.contains("logits") && e.contains("fer2013, ferplus"), "{e}");
+        let mut p = two_head_props();
+        p.insert("emonet.outputs".into(), "a,b".into());
+        p.insert("emonet.labels.a".into(), "x,y".into());
+        p.insert("emonet.labels.b".into(), "x,y,z".into());
+        let m = ClassifierMeta::from_props(&p, Path::new("m.onnx")).unwrap();
+        assert_eq!((m.default_output, m.labels.len()), (0, 2));
+    }
+
+    #[test]
+    fn bad_outputs_name_the_key() {
+        for (key, value, named) in [
+            ("emonet.outputs", "ferplus,ferplus", "emonet.outputs"),
+            ("emonet.outputs", "ferplus,", "emonet.outputs"),
+            ("emonet.outputs", "ferplus,other", "emonet.labels.other"),
+            ("emonet.labels.fer2013", "angry,angry", "emonet.labels.fer2013"),
+        ] {
+            let mut p = two_head_props();
+            p.insert(key.into(), value.into());
+            let e = ClassifierMeta::from_props(&p, Path::new("m.onnx"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("m.onnx") && e.contains(named),
+                "{key}={value}: {e}"
+            );
+        }
     }
 
     #[test]
