@@ -7,12 +7,16 @@ crate). Every source image is checked against the sha256 in annotations.json; no
 in the repository. Writes OUT_DIR/frames/*.png and OUT_DIR/truth.json:
 
     {"frames": {"sweep_w040_003.png": {"set": "sweep", "width_px": 40,
-                 "faces": [[x, y, w, h], ...], "regions": [[x, y, w, h], ...]}, ...}}
+                 "faces": [[x, y, w, h], ...], "sources": ["solvay", ...],
+                 "regions": [[x, y, w, h], ...]}, ...}}
 
 Three sets, all seeded (the same frames on every run):
-- sweep: the 31 annotated faces, each also mirrored (62 instances per width), downscaled so the
-  face box is 24..300 px wide, pasted with some context (hair, neck) and a feathered edge onto
-  face-free backgrounds at known, non-overlapping positions. `regions` are the pasted areas:
+- sweep: the annotated faces resized so the face box is 24..300 px wide, pasted with some
+  context (hair, neck) and a feathered edge onto face-free backgrounds at known, non-overlapping
+  positions. Per width: the group photo's 29 faces, each also mirrored (58 instances: grayscale,
+  1927), and the two colour portraits 16 times each (half of them mirrored; different
+  backgrounds and positions, so different pixel phase and surroundings: 32 instances, but only
+  two people). `regions` are the pasted areas:
   a detection that matches no face but lies inside one (a neighbour's face from the group
   photo's context) is not counted as a false positive.
 - scene: the whole group photo scaled so its faces are about 24, 32, 40, 48 and 56 px wide,
@@ -118,14 +122,14 @@ def remove_red_boxes(img):
 
 def load_sources(cache):
     ann = json.loads((HERE / "annotations.json").read_text())
-    faces = []  # (image, box)
+    faces = []  # (key, image, box)
     photos = {}
     for key, src in ann["faces"].items():
         img = Image.open(fetch(cache, src)).convert("RGB")
         if key == "solvay":
             img = remove_red_boxes(img)
         photos[key] = (img, src["boxes"])
-        faces += [(img, tuple(b)) for b in src["boxes"]]
+        faces += [(key, img, tuple(b)) for b in src["boxes"]]
     bg = ann["backgrounds"]
     backgrounds = []
     for path, digest in bg["files"].items():
@@ -186,34 +190,39 @@ def place(rng, placed, pw, ph):
 
 
 def sweep(rng, faces, backgrounds, out, truth):
-    instances = [(img, box, m) for img, box in faces for m in (False, True)]
+    instances = []
+    for key, img, box in faces:
+        copies = 2 if key == "solvay" else 16
+        instances += [(key, img, box, i % 2 == 1) for i in range(copies)]
     for width in SWEEP_WIDTHS:
         todo = instances[:]
         rng.shuffle(todo)
         n = 0
         while todo:
             frame = background(rng, backgrounds)
-            placed, boxes = [], []
+            placed, boxes, keys = [], [], []
             rest = []
-            for img, box, mirror in todo:
+            for inst in todo:
+                key, img, box, mirror = inst
                 if len(placed) >= 8:
-                    rest.append((img, box, mirror))
+                    rest.append(inst)
                     continue
                 patch, (fx, fy, fw, fh) = face_patch(img, box, width, mirror)
                 pos = place(rng, placed, patch.width, patch.height)
                 if pos is None:
                     if not placed:
                         raise SystemExit(f"face patch {patch.size} does not fit {W}x{H}")
-                    rest.append((img, box, mirror))
+                    rest.append(inst)
                     continue
                 frame.paste(patch, pos, patch)
                 placed.append((pos[0], pos[1], patch.width, patch.height))
                 boxes.append([round(pos[0] + fx, 1), round(pos[1] + fy, 1), round(fw, 1),
                               round(fh, 1)])
+                keys.append(key)
             todo = rest
             name = f"sweep_w{width:03d}_{n:03d}.png"
             frame.save(out / name)
-            truth[name] = {"set": "sweep", "width_px": width, "faces": boxes,
+            truth[name] = {"set": "sweep", "width_px": width, "faces": boxes, "sources": keys,
                            "regions": [list(p) for p in placed]}
             n += 1
 
@@ -247,7 +256,8 @@ def scene(photos, out, truth):
                     cut.append(rb)
             name = f"scene_w{width:03d}_{n:03d}.png"
             frame.save(out / name)
-            truth[name] = {"set": "scene", "width_px": width, "faces": inside, "ignore": cut}
+            truth[name] = {"set": "scene", "width_px": width, "faces": inside,
+                           "sources": ["solvay"] * len(inside), "ignore": cut}
 
 
 def empty(rng, backgrounds, out, truth):

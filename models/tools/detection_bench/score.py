@@ -1,11 +1,13 @@
 """Scores detector output against the benchmark's ground truth.
 
-    python3 models/tools/detection_bench/score.py TRUTH.json NAME=DETS.jsonl [NAME=DETS.jsonl …]
+    python3 models/tools/detection_bench/score.py TRUTH.json NAME=DETS.jsonl[@THRESHOLD] …
 
 DETS.jsonl is what `cargo run --release --example detect_frames` prints: one line per frame,
-{"frame": …, "ms": …, "faces": [[x, y, w, h, score], …]} in pixels. Prints markdown tables:
-recall per face width (pasted faces, and the group photo's own windows), false positives per
-face-free frame, and the detector's time per frame (median, 90th percentile).
+{"frame": …, "ms": …, "faces": [[x, y, w, h, score], …]} in pixels; detections scoring below
+THRESHOLD (default: keep all) are dropped first, so one low-threshold run can be scored at
+several thresholds. Prints markdown tables: recall per face width (pasted faces: colour
+portraits and the 1927 group photo's faces apart; the group photo's own windows), false
+positives per face-free frame, and the detector's time per frame (median, 90th percentile).
 
 A detection matches a face when their IoU is at least MATCH_IOU; each face matches at most one
 detection, best scores first. An unmatched detection is a false positive unless it lies inside
@@ -33,9 +35,11 @@ def inside(det, region):
     return region[0] <= cx <= region[0] + region[2] and region[1] <= cy <= region[1] + region[3]
 
 
-def score_frame(truth, dets):
-    """(faces found, faces, false positives) of one frame."""
+def score_frame(truth, dets, source=None):
+    """(faces found, faces, false positives) of one frame; with `source`, only faces from that
+    source count as faces (detections of the others are neither found nor false)."""
     faces = truth["faces"]
+    srcs = truth.get("sources", [None] * len(faces))
     taken = [False] * len(faces)
     fp = 0
     for d in sorted(dets, key=lambda d: -d[4]):
@@ -52,7 +56,13 @@ def score_frame(truth, dets):
             pass
         else:
             fp += 1
-    return sum(taken), len(faces), fp
+    keep = [source is None or group(k) == source for k in srcs]
+    found = sum(t for t, k in zip(taken, keep) if k)
+    return found, sum(keep), fp
+
+
+def group(source):
+    return "gray" if source == "solvay" else "colour"
 
 
 def main():
@@ -60,12 +70,21 @@ def main():
     runs = {}
     for arg in sys.argv[2:]:
         name, path = arg.split("=", 1)
-        runs[name] = {json.loads(l)["frame"]: json.loads(l) for l in open(path) if l.strip()}
+        path, _, thr = path.partition("@")
+        thr = float(thr) if thr else 0.0
+        runs[name] = {}
+        for line in open(path):
+            if line.strip():
+                r = json.loads(line)
+                r["faces"] = [d for d in r["faces"] if d[4] >= thr]
+                runs[name][r["frame"]] = r
     names = list(runs)
-    for set_name, title in (("sweep", "Pasted faces (31 faces × 2 mirror images per width)"),
-                            ("scene", "Group photo, whole 640×480 windows")):
+    tables = (("sweep", "colour", "Pasted colour portraits (2 people × 16 placements)"),
+              ("sweep", "gray", "Pasted faces of the 1927 group photo (29 × 2 mirror images)"),
+              ("scene", None, "The 1927 group photo itself, in 640×480 windows"))
+    for set_name, source, title in tables:
         widths = sorted({t["width_px"] for t in truth.values() if t["set"] == set_name})
-        print(f"\n{title}: recall (found / faces), false positives in these frames\n")
+        print(f"\n{title}: recall per face width (false positives in these frames)\n")
         print("| face width px | % of 640 | faces | " + " | ".join(names) + " |")
         print("|---|---|---|" + "---|" * len(names))
         for w in widths:
@@ -75,10 +94,10 @@ def main():
             for n in names:
                 found = fps = total = 0
                 for k in frames:
-                    f, t, p = score_frame(truth[k], runs[n][k]["faces"])
+                    f, t, p = score_frame(truth[k], runs[n][k]["faces"], source)
                     found, total, fps = found + f, total + t, fps + p
                 n_faces = total
-                cells.append(f"{100 * found / total:.1f} % ({fps} FP)")
+                cells.append(f"{100 * found / total:.1f} % ({fps})")
             print(f"| {w} | {100 * w / 640:.1f} | {n_faces} | " + " | ".join(cells) + " |")
     empty = [k for k, t in truth.items() if t["set"] == "empty"]
     print(f"\nFace-free frames ({len(empty)}): false positives per frame\n")
