@@ -38,6 +38,7 @@ pub mod cpu;
 pub mod handoff;
 pub mod logging;
 pub mod shutdown;
+pub mod web;
 
 // The command line's subcommands.
 pub mod cli;
