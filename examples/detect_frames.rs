@@ -3,7 +3,7 @@
 //! Used by `models/tools/detection_bench/run.sh`.
 //!
 //! ```text
-//! cargo run --release --example detect_frames -- --model models/blazeface-full.onnx FRAME…
+//! cargo run --release --example detect_frames -- --range full FRAME…
 //! {"frame":"a.png","ms":4.1,"faces":[[x, y, w, h, score], …]}
 //! ```
 //! `--tiles` runs the model on the whole frame and on six overlapping 256×256 tiles of a
@@ -16,14 +16,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use emonet::vision::{BBox, DetectorSettings, Face, FaceDetector};
+use emonet::vision::{BBox, DetectorRange, DetectorSettings, Face, FaceDetector};
 use image::RgbImage;
 
 #[derive(Parser)]
 struct Args {
-    /// BlazeFace ONNX file (short or full range).
-    #[arg(long)]
-    model: PathBuf,
+    /// `short` or `full`: which shipped BlazeFace model (in `models/`).
+    #[arg(long, default_value = "short")]
+    range: String,
     /// Minimum face score.
     #[arg(long, default_value_t = DetectorSettings::default().score_threshold)]
     score_threshold: f32,
@@ -90,11 +90,18 @@ fn detect(det: &FaceDetector, img: &RgbImage, use_tiles: bool) -> Result<Vec<[f3
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let range = match args.range.as_str() {
+        "short" => DetectorRange::Short,
+        "full" => DetectorRange::Full,
+        r => anyhow::bail!("--range {r:?}: expected short or full"),
+    };
     let settings = DetectorSettings {
+        range,
+        model: PathBuf::from("models").join(range.default_file()),
         score_threshold: args.score_threshold,
         ..DetectorSettings::default()
     };
-    let det = FaceDetector::load(&args.model, settings)?;
+    let det = FaceDetector::load(&settings)?;
     let mut stdout = std::io::stdout().lock();
     for path in &args.frames {
         let img = image::open(path)

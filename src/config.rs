@@ -73,10 +73,35 @@ pub struct ReplaySettings {
     pub looped: bool,
 }
 
+/// Which BlazeFace model finds the faces (MediaPipe's two; see `models/README.md`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorRange {
+    /// `blazeface-short.onnx`, 128×128: faces about 80 px wide or more in a 640×480 frame
+    /// (arm's length), the cheaper model.
+    Short,
+    /// `blazeface-full.onnx`, 192×192: faces from about 56–64 px wide in a 640×480 frame (a few
+    /// metres away), several times the detection cost.
+    Full,
+}
+
+impl DetectorRange {
+    /// The model file shipped for this range.
+    pub fn default_file(self) -> &'static str {
+        match self {
+            DetectorRange::Short => DEFAULT_DETECTOR_FILE,
+            DetectorRange::Full => FULL_RANGE_DETECTOR_FILE,
+        }
+    }
+}
+
 /// Face detection (BlazeFace): the daemon's, `emonet classify`'s and `emonet bench`'s settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorSettings {
+    /// `short` or `full`: which model. With `model` left at its default, the range picks the
+    /// shipped file; a `model` of the other range is an error.
+    pub range: DetectorRange,
     pub model: PathBuf,
     /// Minimum face score (0..1) to keep a detection.
     pub score_threshold: f32,
@@ -214,11 +239,14 @@ impl Default for ReplaySettings {
 pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
 /// The default model files (in `DEFAULT_MODEL_DIR`, or `models/` of a checkout for the tools).
 pub const DEFAULT_DETECTOR_FILE: &str = "blazeface-short.onnx";
+/// The full-range detector file (`detector.range = "full"`).
+pub const FULL_RANGE_DETECTOR_FILE: &str = "blazeface-full.onnx";
 pub const DEFAULT_CLASSIFIER_FILE: &str = "emotion-mnv2-w8.onnx";
 
 impl Default for DetectorSettings {
     fn default() -> Self {
         DetectorSettings {
+            range: DetectorRange::Short,
             model: Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_DETECTOR_FILE),
             score_threshold: 0.6,
             nms_iou: 0.3,
@@ -342,6 +370,8 @@ impl Settings {
                 path.display()
             )
         })?;
+        let mut settings = settings;
+        settings.detector.apply_range();
         settings
             .validate()
             .with_context(|| format!("in config file {}", path.display()))?;
@@ -402,7 +432,7 @@ impl Settings {
     /// Points the models at the default files in `dir` (a checkout's `models/`), for the tools
     /// that run without a config file.
     pub fn use_models_in(&mut self, dir: &Path) {
-        self.detector.model = dir.join(DEFAULT_DETECTOR_FILE);
+        self.detector.model = dir.join(self.detector.range.default_file());
         self.classifier.model = dir.join(DEFAULT_CLASSIFIER_FILE);
     }
 
@@ -446,6 +476,14 @@ impl ReplaySettings {
 }
 
 impl DetectorSettings {
+    /// With `range = "full"` and `model` still naming the short-range default file, points
+    /// `model` at the full-range file in the same folder.
+    pub fn apply_range(&mut self) {
+        if self.model.file_name() == Some(std::ffi::OsStr::new(DEFAULT_DETECTOR_FILE)) {
+            self.model.set_file_name(self.range.default_file());
+        }
+    }
+
     /// The ranges, checked once for the config file and for a detector built by hand.
     pub fn validate(&self) -> Result<()> {
         check_range("detector.score_threshold", self.score_threshold, 0.0, 1.0)?;

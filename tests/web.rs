@@ -86,7 +86,7 @@ fn start_daemon(broker: &Broker, dir: &Path, extra: &str) -> Daemon {
     let cfg = write_config(
         dir,
         broker.port,
-        &repo().join("samples/frames"),
+        &root().join("samples/frames"),
         extra,
     );
     Daemon::start(&cfg, &[])
@@ -131,7 +131,7 @@ fn token_required_beyond_loopback() {
     let cfg = write_config(
         dir.path(),
         broker.port,
-        &repo().join("samples/frames"),
+        &root().join("samples/frames"),
         &format!("[http]\nenabled = true\nlisten = \"0.0.0.0:{port}\"\n"),
     );
     let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
@@ -146,7 +146,7 @@ fn token_required_beyond_loopback() {
     let cfg = write_config(
         dir.path(),
         broker.port,
-        &repo().join("samples/frames"),
+        &root().join("samples/frames"),
         &format!(
             "[http]\nenabled = true\nlisten = \"0.0.0.0:{port}\"\ntoken = \"s3cret-token\"\n"
         ),

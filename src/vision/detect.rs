@@ -29,7 +29,6 @@ use anyhow::{ensure, Context, Result};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 use super::model::{self, PlanState};
@@ -40,23 +39,13 @@ const NUM_KEYPOINTS: usize = 6;
 /// Logits are clipped to ±this before the sigmoid (MediaPipe's `score_clipping_thresh`).
 const SCORE_CLIP: f32 = 100.0;
 
-pub use crate::config::DetectorSettings;
+pub use crate::config::{DetectorRange, DetectorSettings};
 
 /// An SSD anchor centre in normalised input coordinates (width and height are fixed at 1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Anchor {
     pub cx: f32,
     pub cy: f32,
-}
-
-/// Which BlazeFace model: MediaPipe's short-range (selfie distance) or full-range one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DetectorRange {
-    /// 128×128 input, 896 anchors: faces filling a fifth of the frame or more.
-    Short,
-    /// 192×192 input, 2304 anchors: faces down to ~6 % of the frame width.
-    Full,
 }
 
 impl DetectorRange {
@@ -90,6 +79,13 @@ impl DetectorRange {
         match self {
             DetectorRange::Short => 2,
             DetectorRange::Full => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorRange::Short => "short",
+            DetectorRange::Full => "full",
         }
     }
 
@@ -234,6 +230,13 @@ impl FaceDetector {
                 path.display()
             )
         })?;
+        ensure!(
+            range == settings.range,
+            "detector.model {} is a BlazeFace {}-range model but detector.range = {}",
+            path.display(),
+            range.name(),
+            settings.range.name()
+        );
         let side = range.input_size();
         let m = model::build_plan(&proto, path, &[1, side, side, 3])
             .with_context(|| format!("loading face detector {}", path.display()))?;
@@ -245,9 +248,10 @@ impl FaceDetector {
         };
         let (Some(regressors_ix), Some(scores_ix)) = (find(NUM_COORDS), find(1)) else {
             anyhow::bail!(
-                "{}: not a BlazeFace {range:?}-range model: outputs {:?}, expected [1, {n}, 16] \
+                "{}: not a BlazeFace {}-range model: outputs {:?}, expected [1, {n}, 16] \
                  and [1, {n}, 1]",
                 path.display(),
+                range.name(),
                 m.output_shapes
             );
         };

@@ -23,9 +23,12 @@ run() {  # NAME ARGS…
     echo "running $name on ${#FRAMES[@]} frames" >&2
     "$BIN" "$@" "${FRAMES[@]}" > "$OUT/$name.jsonl"
 }
-run short --model models/blazeface-short.onnx
-run full --model models/blazeface-full.onnx
-run short-tiles --model models/blazeface-short.onnx --tiles
+# One run per candidate at a low threshold; score.py applies the thresholds compared.
+run short --range short --score-threshold 0.3
+run full --range full --score-threshold 0.3
+run short-tiles --range short --tiles --score-threshold 0.3
 
 "$PY" "$HERE/score.py" "$OUT/truth.json" \
-    "short=$OUT/short.jsonl" "full=$OUT/full.jsonl" "short+tiles=$OUT/short-tiles.jsonl"
+    "short 0.6=$OUT/short.jsonl@0.6" "short 0.5=$OUT/short.jsonl@0.5" \
+    "full 0.6=$OUT/full.jsonl@0.6" "full 0.5=$OUT/full.jsonl@0.5" \
+    "short+tiles 0.6=$OUT/short-tiles.jsonl@0.6"
