@@ -29,6 +29,7 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub broker: BrokerSettings,
     pub log: LogSettings,
+    pub http: HttpSettings,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,7 +75,7 @@ pub struct ReplaySettings {
 }
 
 /// Which BlazeFace model finds the faces (MediaPipe's two; see `models/README.md`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DetectorRange {
     /// `blazeface-short.onnx`, 128×128: faces about 80 px wide or more in a 640×480 frame
@@ -203,6 +204,23 @@ pub struct BrokerSettings {
     pub listen: String,
 }
 
+/// The local web view ([`crate::web`]): off unless `enabled`; nothing listens then.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    /// host:port; loopback by default. Any other address requires `token`.
+    pub listen: String,
+    /// Required on every path but `/healthz` (`Authorization: Bearer …` or `?token=…`) when set;
+    /// must be set when `listen` is not a loopback address.
+    pub token: String,
+    /// At most this many annotated frames per second are drawn and encoded, only while the page
+    /// is open.
+    pub max_fps: f32,
+    /// JPEG quality of the view's frames (1..=100).
+    pub jpeg_quality: u8,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
@@ -309,6 +327,38 @@ impl Default for BrokerSettings {
     }
 }
 
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            enabled: false,
+            listen: "127.0.0.1:8090".into(),
+            token: String::new(),
+            max_fps: 5.0,
+            jpeg_quality: 80,
+        }
+    }
+}
+
+impl HttpSettings {
+    pub fn validate(&self) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        check_range("http.max_fps", self.max_fps, 0.1, 60.0)?;
+        if !(1..=100).contains(&self.jpeg_quality) {
+            bail!("http.jpeg_quality must be in [1, 100], got {}", self.jpeg_quality);
+        }
+        if !crate::web::is_loopback(&self.listen) && self.token.is_empty() {
+            bail!(
+                "http.token is required when http.listen ({}) is not a loopback address: anyone on \
+                 the network could watch the camera",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
@@ -398,6 +448,7 @@ impl Settings {
                     )
                 })?;
         }
+        self.http.validate()?;
         log_level(&self.log.level)?;
         Ok(())
     }
@@ -442,6 +493,9 @@ impl Settings {
         if !copy.mqtt.password.is_empty() {
             copy.mqtt.password = "********".into();
         }
+        if !copy.http.token.is_empty() {
+            copy.http.token = "********".into();
+        }
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 }
@@ -476,10 +530,11 @@ impl ReplaySettings {
 }
 
 impl DetectorSettings {
-    /// With `range = "full"` and `model` still naming the short-range default file, points
-    /// `model` at the full-range file in the same folder.
+    /// With `model` naming one of the shipped detector files, points it at the file of
+    /// `range` in the same folder (so `range = "full"` alone switches models).
     pub fn apply_range(&mut self) {
-        if self.model.file_name() == Some(std::ffi::OsStr::new(DEFAULT_DETECTOR_FILE)) {
+        let shipped = [DEFAULT_DETECTOR_FILE, FULL_RANGE_DETECTOR_FILE];
+        if shipped.iter().any(|f| self.model.file_name() == Some(f.as_ref())) {
             self.model.set_file_name(self.range.default_file());
         }
     }

@@ -56,6 +56,8 @@ pub struct LiveView {
     last_watch_ms: AtomicU64,
     last_encode: Mutex<Option<Instant>>,
     jpeg: Mutex<Option<Arc<Vec<u8>>>>,
+    /// The state payload of the latest drawn frame (the faces shown).
+    state: Mutex<Option<serde_json::Value>>,
 }
 
 fn now_ms() -> u64 {
@@ -72,6 +74,7 @@ impl LiveView {
             last_watch_ms: AtomicU64::new(0),
             last_encode: Mutex::new(None),
             jpeg: Mutex::new(None),
+            state: Mutex::new(None),
         }
     }
 
@@ -87,8 +90,14 @@ impl LiveView {
         last.is_none_or(|t| t.elapsed() >= self.min_interval)
     }
 
-    /// Draws the faces on a copy of `frame`, encodes it and makes it the latest frame.
-    pub fn publish(&self, frame: &RgbImage, faces: &[Annotation]) -> Result<()> {
+    /// Draws the faces on a copy of `frame`, encodes it and makes it the latest frame, with
+    /// `state` (what it shows) beside it.
+    pub fn publish(
+        &self,
+        frame: &RgbImage,
+        faces: &[Annotation],
+        state: Option<serde_json::Value>,
+    ) -> Result<()> {
         *self.last_encode.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let mut img = frame.clone();
         annotate::draw(&mut img, faces);
@@ -97,7 +106,18 @@ impl LiveView {
             .encode_image(&img)
             .context("encoding the view's JPEG")?;
         *self.jpeg.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(jpeg));
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
         Ok(())
+    }
+
+    /// The state shown with the latest frame (`null` before the first).
+    pub fn state(&self) -> serde_json::Value {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.clone().unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn max_fps(&self) -> f64 {
+        1.0 / self.min_interval.as_secs_f64()
     }
 
     fn latest(&self) -> Option<Arc<Vec<u8>>> {
@@ -319,7 +339,7 @@ mod tests {
         assert!(view.latest().is_none());
         assert!(view.wants_frame(), "a viewer asked for a frame");
         let img = RgbImage::from_pixel(64, 48, image::Rgb([10, 20, 30]));
-        view.publish(&img, &[]).unwrap();
+        view.publish(&img, &[], None).unwrap();
         assert!(!view.wants_frame(), "rate cap: not again right away");
         let jpeg = view.latest().unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
