@@ -29,6 +29,7 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub broker: BrokerSettings,
     pub log: LogSettings,
+    pub http: HttpSettings,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,10 +74,35 @@ pub struct ReplaySettings {
     pub looped: bool,
 }
 
+/// Which BlazeFace model finds the faces (MediaPipe's two; see `models/README.md`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorRange {
+    /// `blazeface-short.onnx`, 128×128: faces about 80 px wide or more in a 640×480 frame
+    /// (arm's length), the cheaper model.
+    Short,
+    /// `blazeface-full.onnx`, 192×192: faces from about 56–64 px wide in a 640×480 frame (a few
+    /// metres away), several times the detection cost.
+    Full,
+}
+
+impl DetectorRange {
+    /// The model file shipped for this range.
+    pub fn default_file(self) -> &'static str {
+        match self {
+            DetectorRange::Short => DEFAULT_DETECTOR_FILE,
+            DetectorRange::Full => FULL_RANGE_DETECTOR_FILE,
+        }
+    }
+}
+
 /// Face detection (BlazeFace): the daemon's, `emonet classify`'s and `emonet bench`'s settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorSettings {
+    /// `short` or `full`: which model. With `model` left at its default, the range picks the
+    /// shipped file; a `model` of the other range is an error.
+    pub range: DetectorRange,
     pub model: PathBuf,
     /// Minimum face score (0..1) to keep a detection.
     pub score_threshold: f32,
@@ -178,6 +204,23 @@ pub struct BrokerSettings {
     pub listen: String,
 }
 
+/// The local web view ([`crate::web`]): off unless `enabled`; nothing listens then.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    /// host:port; loopback by default. Any other address requires `token`.
+    pub listen: String,
+    /// Required on every path but `/healthz` (`Authorization: Bearer …` or `?token=…`) when set;
+    /// must be set when `listen` is not a loopback address.
+    pub token: String,
+    /// At most this many annotated frames per second are drawn and encoded, only while the page
+    /// is open.
+    pub max_fps: f32,
+    /// JPEG quality of the view's frames (1..=100).
+    pub jpeg_quality: u8,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
@@ -214,11 +257,14 @@ impl Default for ReplaySettings {
 pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
 /// The default model files (in `DEFAULT_MODEL_DIR`, or `models/` of a checkout for the tools).
 pub const DEFAULT_DETECTOR_FILE: &str = "blazeface-short.onnx";
+/// The full-range detector file (`detector.range = "full"`).
+pub const FULL_RANGE_DETECTOR_FILE: &str = "blazeface-full.onnx";
 pub const DEFAULT_CLASSIFIER_FILE: &str = "emotion-mnv2-w8.onnx";
 
 impl Default for DetectorSettings {
     fn default() -> Self {
         DetectorSettings {
+            range: DetectorRange::Short,
             model: Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_DETECTOR_FILE),
             score_threshold: 0.6,
             nms_iou: 0.3,
@@ -281,6 +327,38 @@ impl Default for BrokerSettings {
     }
 }
 
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            enabled: false,
+            listen: "127.0.0.1:8090".into(),
+            token: String::new(),
+            max_fps: 5.0,
+            jpeg_quality: 80,
+        }
+    }
+}
+
+impl HttpSettings {
+    pub fn validate(&self) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        check_range("http.max_fps", self.max_fps, 0.1, 60.0)?;
+        if !(1..=100).contains(&self.jpeg_quality) {
+            bail!("http.jpeg_quality must be in [1, 100], got {}", self.jpeg_quality);
+        }
+        if !crate::web::is_loopback(&self.listen) && self.token.is_empty() {
+            bail!(
+                "http.token is required when http.listen ({}) is not a loopback address: anyone on \
+                 the network could watch the camera",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
@@ -336,9 +414,10 @@ impl Settings {
         let merged = builder
             .build()
             .with_context(|| format!("in config file {}", path.display()))?;
-        let settings: Settings = merged
+        let mut settings: Settings = merged
             .try_deserialize()
             .map_err(|e| blame(anyhow::anyhow!("invalid value: {e}"), path, env))?;
+        settings.detector.apply_range();
         settings.validate().map_err(|e| blame(e, path, env))?;
         Ok(settings)
     }
@@ -364,6 +443,7 @@ impl Settings {
                     )
                 })?;
         }
+        self.http.validate()?;
         log_level(&self.log.level)?;
         Ok(())
     }
@@ -398,7 +478,7 @@ impl Settings {
     /// Points the models at the default files in `dir` (a checkout's `models/`), for the tools
     /// that run without a config file.
     pub fn use_models_in(&mut self, dir: &Path) {
-        self.detector.model = dir.join(DEFAULT_DETECTOR_FILE);
+        self.detector.model = dir.join(self.detector.range.default_file());
         self.classifier.model = dir.join(DEFAULT_CLASSIFIER_FILE);
     }
 
@@ -407,6 +487,9 @@ impl Settings {
         let mut copy = self.clone();
         if !copy.mqtt.password.is_empty() {
             copy.mqtt.password = "********".into();
+        }
+        if !copy.http.token.is_empty() {
+            copy.http.token = "********".into();
         }
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
@@ -497,6 +580,15 @@ impl ReplaySettings {
 }
 
 impl DetectorSettings {
+    /// With `model` naming one of the shipped detector files, points it at the file of
+    /// `range` in the same folder (so `range = "full"` alone switches models).
+    pub fn apply_range(&mut self) {
+        let shipped = [DEFAULT_DETECTOR_FILE, FULL_RANGE_DETECTOR_FILE];
+        if shipped.iter().any(|f| self.model.file_name() == Some(f.as_ref())) {
+            self.model.set_file_name(self.range.default_file());
+        }
+    }
+
     /// The ranges, checked once for the config file and for a detector built by hand.
     pub fn validate(&self) -> Result<()> {
         check_range("detector.score_threshold", self.score_threshold, 0.0, 1.0)?;

@@ -43,6 +43,7 @@ pub mod logging;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod tls;
+pub mod web;
 
 // The command line's subcommands.
 pub mod cli;

@@ -253,7 +253,9 @@ fn classify_image_json_and_errors() {
     let args = ClassifyArgs {
         images: vec![root().join("tests/data/coffee.png"), bad],
         model: classifier_model(),
-        detector: detector_model(),
+        range: emonet::config::DetectorRange::Short,
+        detector: Some(detector_model()),
+        annotate: None,
         score_threshold: 0.5,
         nms_iou: 0.3,
         max_faces: 10,

@@ -61,6 +61,9 @@ pub struct BenchArgs {
     /// Face detector to use instead of the default.
     #[arg(long, value_name = "PATH")]
     pub detector: Option<PathBuf>,
+    /// `detector.range` (`short` or `full`) instead of the config's / the default.
+    #[arg(long, value_enum)]
+    pub range: Option<crate::config::DetectorRange>,
     /// Frames to time (after the warm-up), cycling through the folder.
     #[arg(long, value_name = "N", default_value_t = 300)]
     pub frames_count: usize,
@@ -243,6 +246,10 @@ fn settings_for(args: &BenchArgs) -> Result<(Settings, PathBuf)> {
     };
     if let Some(c) = &args.classifier {
         s.classifier.model = c.clone();
+    }
+    if let Some(r) = args.range {
+        s.detector.range = r;
+        s.detector.apply_range();
     }
     if let Some(d) = &args.detector {
         s.detector.model = d.clone();
@@ -653,6 +660,7 @@ mod tests {
             models: root.join("models"),
             classifier: None,
             detector: None,
+            range: None,
             reuse_max_frames: None,
             frames_count: 20,
             warmup: 1,

@@ -6,18 +6,22 @@
 //! ```
 //! Boxes are normalised to the image (0..1, x/y = top-left corner). An image that cannot be
 //! read gives `{"image": …, "error": "…"}` and the run goes on; the command then fails at the end.
+//!
+//! `--annotate OUT_DIR` also writes a copy of each image into OUT_DIR (same file name) with each
+//! face's box and label (`happy 97%`) drawn on it: what emonet reports, as a picture.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use crate::config::{
-    ClassifierSettings, DetectorSettings, Settings, DEFAULT_CLASSIFIER_FILE, DEFAULT_DETECTOR_FILE,
+    ClassifierSettings, DetectorRange, DetectorSettings, Settings, DEFAULT_CLASSIFIER_FILE,
 };
 use crate::pipeline::Pipeline;
+use crate::vision::annotate::{self, Annotation};
 use crate::vision::{BBox, EmotionScores};
 
 /// `emonet classify` arguments; the detector defaults are the daemon's (`[detector]`).
@@ -33,13 +37,15 @@ pub struct ClassifyArgs {
         default_value_os_t = Path::new("models").join(DEFAULT_CLASSIFIER_FILE)
     )]
     pub model: PathBuf,
-    /// Face detector (BlazeFace short range ONNX).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value_os_t = Path::new("models").join(DEFAULT_DETECTOR_FILE)
-    )]
-    pub detector: PathBuf,
+    /// Face detector model: `short` or `full` range BlazeFace (as `detector.range`).
+    #[arg(long, value_enum, default_value_t = DetectorSettings::default().range)]
+    pub range: DetectorRange,
+    /// Face detector file (default: the range's file in `models/`).
+    #[arg(long, value_name = "PATH")]
+    pub detector: Option<PathBuf>,
+    /// Also write each image with the faces' boxes and labels drawn on it into this folder.
+    #[arg(long, value_name = "OUT_DIR")]
+    pub annotate: Option<PathBuf>,
     /// Minimum face detection score, 0..1.
     #[arg(long, default_value_t = DetectorSettings::default().score_threshold)]
     pub score_threshold: f32,
@@ -62,7 +68,10 @@ impl ClassifyArgs {
         classifier.reuse.max_frames = 0;
         Settings {
             detector: DetectorSettings {
-                model: self.detector.clone(),
+                range: self.range,
+                model: self.detector.clone().unwrap_or_else(|| {
+                    Path::new("models").join(self.range.default_file())
+                }),
                 score_threshold: self.score_threshold,
                 nms_iou: self.nms_iou,
                 max_faces: self.max_faces,
@@ -131,23 +140,49 @@ pub fn analyze(pipeline: &Pipeline, img: &image::RgbImage) -> Result<Vec<FaceRes
 
 /// Reads `path` and analyses it.
 pub fn classify_image(pipeline: &Pipeline, path: &Path) -> Result<ImageResult> {
-    let img = crate::frame::read_image(path)?;
-    Ok(ImageResult {
+    classify_and_annotate(pipeline, path, None)
+}
+
+/// Reads `path`, analyses it and, with `annotate`, writes the image with the faces drawn on it
+/// to `annotate/<file name>`.
+pub fn classify_and_annotate(
+    pipeline: &Pipeline,
+    path: &Path,
+    annotate: Option<&Path>,
+) -> Result<ImageResult> {
+    let mut img = crate::frame::read_image(path)?;
+    let result = ImageResult {
         image: path.display().to_string(),
         width: img.width(),
         height: img.height(),
         faces: analyze(pipeline, &img)?,
-    })
+    };
+    if let Some(dir) = annotate {
+        let faces: Vec<Annotation> = result
+            .faces
+            .iter()
+            .map(|f| Annotation::for_face(f.bbox, None, &f.emotion, f.confidence))
+            .collect();
+        annotate::draw(&mut img, &faces);
+        let out = dir.join(path.file_name().context("image path has no file name")?);
+        img.save(&out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(result)
 }
 
 /// `emonet classify`: one JSON line per image on stdout. Fails at the end when any image could
 /// not be analysed (after printing its `error` line).
 pub fn run(args: &ClassifyArgs) -> Result<()> {
     let pipeline = Pipeline::load(&args.settings())?;
+    if let Some(dir) = &args.annotate {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--annotate: cannot create {}", dir.display()))?;
+    }
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     for path in &args.images {
-        let line = match classify_image(&pipeline, path) {
+        let line = match classify_and_annotate(&pipeline, path, args.annotate.as_deref()) {
             Ok(r) => serde_json::to_string(&r)?,
             Err(e) => {
                 failed += 1;

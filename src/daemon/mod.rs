@@ -14,6 +14,7 @@ pub mod stats;
 pub mod worker;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -27,6 +28,7 @@ use crate::handoff::{LatestFrame, Take};
 use crate::mqtt::{Outbox, Topics};
 use crate::pipeline::Pipeline;
 use crate::ratelimit::{held_back, LogLimiter};
+use crate::web::LiveView;
 
 pub use crate::shutdown::Shutdown;
 use stats::{stats_payload, Counters, StatsContext};
@@ -100,10 +102,15 @@ pub fn run(settings: Settings, shutdown: Shutdown) -> Result<()> {
     shared.counters.beat();
     let flush = Shutdown::new();
     let publisher = start_publisher(&runtime, &settings, &device_id, &shared.outbox, &flush);
+    let web = start_web(&settings, &shared, &device_id)?;
     let capture = start_capture(source, &shared, &settings)?;
-    let worker = start_worker(pipeline, &shared, &settings, &device_id)?;
+    let view = web.as_ref().map(|(v, _)| v.clone());
+    let worker = start_worker(pipeline, &shared, &settings, &device_id, view)?;
     let supervised = runtime.block_on(supervise(&shared, &settings, &stats_cx));
     shut_down(&shared, worker, capture, &flush, publisher, &runtime);
+    if let Some((_, server)) = web {
+        server.stop();
+    }
     runtime.shutdown_timeout(Duration::from_millis(200));
     supervised?;
     if let Some(msg) = shared.counters.fatal() {
@@ -159,11 +166,51 @@ fn start_capture(
         .spawn(move || capture::capture_loop(source, &s.handoff, &s.counters, &s.stop, &cam))?)
 }
 
+/// The local web view when `[http] enabled`: the view the worker draws into and the server.
+fn start_web(
+    settings: &Settings,
+    shared: &Shared,
+    device_id: &str,
+) -> Result<Option<(Arc<LiveView>, crate::web::Server)>> {
+    let http = &settings.http;
+    if !http.enabled {
+        return Ok(None);
+    }
+    let view = Arc::new(LiveView::new(http.max_fps, http.jpeg_quality));
+    let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
+    let (v, id) = (view.clone(), device_id.to_string());
+    let sources = crate::web::Sources {
+        view: view.clone(),
+        metrics: Box::new(move || stats::metrics_text(&s1.counters, &s1.handoff, &s1.outbox)),
+        state: Box::new(move || {
+            let c = &s2.counters;
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            serde_json::json!({
+                "device_id": id,
+                "max_fps": v.max_fps(),
+                "faces": v.state().get("faces").cloned().unwrap_or_default(),
+                "stats": {
+                    "camera": c.camera.lock().map(|s| s.clone()).unwrap_or_default(),
+                    "frames": {"captured": load(&c.captured), "processed": load(&c.processed),
+                               "dropped": s2.handoff.dropped(), "corrupt": load(&c.corrupt)},
+                    "faces_in_view": load(&c.faces_in_view),
+                    "mqtt": s2.outbox.counts(),
+                },
+            })
+        }),
+        healthy: Box::new(move || s3.counters.silent_for() < Duration::from_secs(10)),
+    };
+    let token = Some(http.token.clone()).filter(|t| !t.is_empty());
+    let server = crate::web::start(&http.listen, token, sources)?;
+    Ok(Some((view, server)))
+}
+
 fn start_worker(
     pipeline: Pipeline,
     shared: &Shared,
     settings: &Settings,
     device_id: &str,
+    view: Option<Arc<LiveView>>,
 ) -> Result<JoinHandle<()>> {
     let s = shared.clone();
     let (device_id, tracker) = (device_id.to_string(), settings.tracker.clone());
@@ -171,6 +218,9 @@ fn start_worker(
         .name("emonet-infer".into())
         .spawn(move || {
             let mut worker = Worker::new(&pipeline, &tracker, s.outbox.clone(), &device_id);
+            if let Some(view) = view {
+                worker = worker.with_view(view);
+            }
             inference_loop(&mut worker, &s.handoff, &s.counters, &s.stop);
             let left = worker.finish();
             if left > 0 {

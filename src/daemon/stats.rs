@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::event::{round3, FaceCounts, FrameCounts, LatencySummary, StatsPayload};
 use crate::handoff::LatestFrame;
 use crate::mqtt::Outbox;
+use crate::web::prom::{Histogram, PromWriter};
 
 use super::worker::FrameReport;
 
@@ -38,7 +39,12 @@ pub struct Counters {
     heartbeat_ms: AtomicU64,
     /// Why the frame source stopped for good ([`crate::camera::SourceError::Fatal`]).
     fatal: OnceLock<String>,
+    /// Since start, for `/metrics`: one histogram per entry of [`STAGES`].
+    histograms: [Histogram; 4],
 }
+
+/// The stages timed per frame, in [`Counters`]' histogram order.
+pub const STAGES: [&str; 4] = ["detect", "classify", "track_publish", "frame"];
 
 impl Counters {
     pub fn set_camera(&self, status: &str) {
@@ -64,10 +70,11 @@ impl Counters {
 
     /// Counts one processed frame.
     pub fn record_frame(&self, r: &FrameReport) {
-        self.record("detect", r.times.detect);
-        self.record("classify", r.times.classify);
-        self.record("track_publish", r.track_publish);
-        self.record("frame", r.total);
+        let times = [r.times.detect, r.times.classify, r.track_publish, r.total];
+        for ((stage, d), h) in STAGES.iter().zip(times).zip(&self.histograms) {
+            self.record(stage, d);
+            h.observe(d);
+        }
         let faces = &r.times.faces;
         self.classified
             .fetch_add(faces.classified as u64, Ordering::Relaxed);
@@ -152,6 +159,70 @@ pub fn stats_payload(
         faces_in_view: counters.faces_in_view.load(Ordering::Relaxed) as usize,
         models: cx.models.clone(),
     }
+}
+
+/// The Prometheus exposition of the counters (text format 0.0.4), for `/metrics`.
+pub fn metrics_text(counters: &Counters, handoff: &LatestFrame, outbox: &Outbox) -> String {
+    let mut w = PromWriter::default();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    w.counter(
+        "emonet_frames_captured_total",
+        "Frames delivered by the camera or replay source.",
+        &[],
+        load(&counters.captured),
+    );
+    w.counter(
+        "emonet_frames_processed_total",
+        "Frames run through detection, classification and tracking.",
+        &[],
+        load(&counters.processed),
+    );
+    w.counter(
+        "emonet_frames_dropped_total",
+        "Frames replaced by a newer one before inference got to them.",
+        &[],
+        handoff.dropped(),
+    );
+    w.counter(
+        "emonet_frames_corrupt_total",
+        "Frames that could not be decoded or processed.",
+        &[],
+        load(&counters.corrupt),
+    );
+    for (stage, h) in STAGES.iter().zip(&counters.histograms) {
+        w.histogram(
+            "emonet_stage_latency_seconds",
+            "Time per frame spent in each stage (frame = the whole frame).",
+            &[("stage", stage)],
+            h,
+        );
+    }
+    let mqtt = outbox.counts();
+    w.gauge(
+        "emonet_mqtt_connected",
+        "1 while connected to the MQTT broker.",
+        &[],
+        f64::from(u8::from(mqtt.connected)),
+    );
+    w.counter(
+        "emonet_mqtt_reconnects_total",
+        "Reconnections to the MQTT broker.",
+        &[],
+        mqtt.reconnects,
+    );
+    w.counter(
+        "emonet_mqtt_events_dropped_total",
+        "Events dropped (oldest first) while the broker was unreachable.",
+        &[],
+        mqtt.dropped,
+    );
+    w.gauge(
+        "emonet_faces_in_view",
+        "Tracked faces in view after the last frame.",
+        &[],
+        load(&counters.faces_in_view) as f64,
+    );
+    w.finish()
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use crate::mqtt::Outbox;
 use crate::pipeline::{Pipeline, StageTimes};
 use crate::reuse::ScoreReuse;
 use crate::track::{TrackEvent, Tracker};
+use crate::vision::annotate::Annotation;
 use crate::vision::{EmotionScores, Face};
+use crate::web::LiveView;
 
 /// One video stream's worker: the shared models plus the state that carries between frames.
 pub struct Worker<'a> {
@@ -24,6 +26,8 @@ pub struct Worker<'a> {
     device_id: String,
     /// Events published so far (the payloads' `seq`).
     seq: u64,
+    /// The local web view, when `[http]` is on.
+    view: Option<Arc<LiveView>>,
 }
 
 /// What one frame cost and produced.
@@ -53,7 +57,15 @@ impl<'a> Worker<'a> {
             outbox,
             device_id: device_id.to_string(),
             seq: 0,
+            view: None,
         }
+    }
+
+    /// Also draws the tracked faces onto frames for the web view (only while it is watched, at
+    /// its capped rate).
+    pub fn with_view(mut self, view: Arc<LiveView>) -> Self {
+        self.view = Some(view);
+        self
     }
 
     /// Runs one frame through the models and publishes what changed. A model error is
@@ -63,6 +75,7 @@ impl<'a> Worker<'a> {
         let (faces, times) = self.pipeline.process(&frame.image, &mut self.reuse)?;
         let t1 = Instant::now();
         let events = self.publish(&faces, frame.captured);
+        self.show(frame);
         Ok(FrameReport {
             times,
             track_publish: t1.elapsed(),
@@ -70,6 +83,23 @@ impl<'a> Worker<'a> {
             events,
             faces_in_view: self.tracker.faces_in_view(),
         })
+    }
+
+    /// Hands the frame with the tracked faces drawn on it to the web view, if it wants one.
+    fn show(&self, frame: &Frame) {
+        let Some(view) = &self.view else { return };
+        if !view.wants_frame() {
+            return;
+        }
+        let tracks = self.tracker.snapshot();
+        let faces: Vec<Annotation> = tracks
+            .iter()
+            .map(|t| Annotation::for_face(t.bbox, Some(t.track.0), &t.emotion, t.confidence))
+            .collect();
+        let state = StatePayload::from_tracks(&tracks, &self.device_id, frame.captured);
+        if let Err(e) = view.publish(&frame.image, &faces, serde_json::to_value(&state).ok()) {
+            log::warn!("web view: {e:#}");
+        }
     }
 
     /// Tracks the faces of a frame captured at `captured`, queues one event per change and, when

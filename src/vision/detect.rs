@@ -1,15 +1,20 @@
-//! Face detection with MediaPipe's BlazeFace short-range model (`models/blazeface-short.onnx`,
-//! converted from `@mediapipe/face_detection`'s TFLite file by `models/tools/convert_blazeface.sh`).
+//! Face detection with MediaPipe's BlazeFace models, short range (`models/blazeface-short.onnx`,
+//! 128×128 input, faces within ~2 m of the camera) or full range (`models/blazeface-full.onnx`,
+//! 192×192, faces up to ~5 m), both converted from `@mediapipe/face_detection`'s TFLite files by
+//! `models/tools/convert_blazeface.sh`. Which one a file is follows from its declared input size.
 //!
-//! Pipeline, mirroring MediaPipe's `face_detection_short_range` graph:
-//! 1. letterbox: the frame is resized with its aspect ratio kept so that its longer side is 128
-//!    pixels, centred on a black 128×128 canvas, and scaled to [-1, 1] (NHWC);
-//! 2. the model outputs, for each of 896 SSD anchors, a score logit and 16 regressors (box
-//!    centre x, y, width, height, then 6 key points x, y), in input pixels relative to the anchor;
-//! 3. anchors follow MediaPipe's `SsdAnchorsCalculator` options for this model (4 layers, strides
-//!    8, 16, 16, 16, fixed anchor size, one aspect ratio plus the interpolated one: 2 anchors per
-//!    cell on the 16×16 grid and 2 × 3 = 6 per cell on the 8×8 grid, 512 + 384 = 896);
-//! 4. scores are sigmoids of the clipped logits, boxes/key points are decoded with scale 128,
+//! Pipeline, mirroring MediaPipe's `face_detection_short_range` / `_full_range` graphs (S is the
+//! input side, 128 or 192):
+//! 1. letterbox: the frame is resized with its aspect ratio kept so that its longer side is S
+//!    pixels, centred on a black S×S canvas, and scaled to [-1, 1] (NHWC);
+//! 2. the model outputs, for each SSD anchor, a score logit and 16 regressors (box centre x, y,
+//!    width, height, then 6 key points x, y), in input pixels relative to the anchor;
+//! 3. anchors follow MediaPipe's `SsdAnchorsCalculator` options for the model: short range has 4
+//!    layers, strides 8, 16, 16, 16, one aspect ratio plus the interpolated one (2 anchors per
+//!    cell on the 16×16 grid and 2 × 3 = 6 per cell on the 8×8 grid, 512 + 384 = 896); full
+//!    range has one layer of stride 4 without the interpolated anchor (48×48 = 2304 anchors);
+//!    both use a fixed anchor size;
+//! 4. scores are sigmoids of the clipped logits, boxes/key points are decoded with scale S,
 //!    thresholded and merged by weighted non-maximum suppression (MediaPipe's `WEIGHTED`
 //!    algorithm: overlapping detections are averaged, weighted by score) or plain NMS;
 //! 5. boxes and key points are mapped back from the letterbox to the frame, normalised (0..1).
@@ -29,15 +34,12 @@ use tract_onnx::prelude::*;
 use super::model::{self, PlanState};
 use super::{BBox, Face};
 
-/// Side of the square model input, pixels.
-pub const INPUT_SIZE: usize = 128;
-const NUM_ANCHORS: usize = 896;
 const NUM_COORDS: usize = 16;
 const NUM_KEYPOINTS: usize = 6;
 /// Logits are clipped to ±this before the sigmoid (MediaPipe's `score_clipping_thresh`).
 const SCORE_CLIP: f32 = 100.0;
 
-pub use crate::config::DetectorSettings;
+pub use crate::config::{DetectorRange, DetectorSettings};
 
 /// An SSD anchor centre in normalised input coordinates (width and height are fixed at 1).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,15 +48,66 @@ pub struct Anchor {
     pub cy: f32,
 }
 
-/// The 896 anchors of BlazeFace short range, in model output order.
+impl DetectorRange {
+    /// Side of the square model input, pixels.
+    pub fn input_size(self) -> usize {
+        match self {
+            DetectorRange::Short => 128,
+            DetectorRange::Full => 192,
+        }
+    }
+
+    /// Number of SSD anchors (rows of the model's outputs).
+    pub fn num_anchors(self) -> usize {
+        match self {
+            DetectorRange::Short => 896,
+            DetectorRange::Full => 2304,
+        }
+    }
+
+    /// `SsdAnchorsCalculator` strides, one per layer.
+    fn strides(self) -> &'static [usize] {
+        match self {
+            DetectorRange::Short => &[8, 16, 16, 16],
+            DetectorRange::Full => &[4],
+        }
+    }
+
+    /// Anchors each layer adds per grid cell: aspect ratio 1, plus the interpolated-scale one
+    /// where the model uses it (`interpolated_scale_aspect_ratio: 1.0` short, `0.0` full).
+    fn anchors_per_layer(self) -> usize {
+        match self {
+            DetectorRange::Short => 2,
+            DetectorRange::Full => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorRange::Short => "short",
+            DetectorRange::Full => "full",
+        }
+    }
+
+    /// The range whose model takes an S×S input.
+    pub fn from_input_size(side: usize) -> Option<DetectorRange> {
+        [DetectorRange::Short, DetectorRange::Full]
+            .into_iter()
+            .find(|r| r.input_size() == side)
+    }
+}
+
+/// The anchors of a BlazeFace model, in model output order.
 ///
-/// Equivalent to MediaPipe's `SsdAnchorsCalculator` with `num_layers: 4`, `strides: [8, 16, 16,
-/// 16]`, `aspect_ratios: [1.0]`, `interpolated_scale_aspect_ratio: 1.0`, `anchor_offset: 0.5`,
-/// `fixed_anchor_size: true`: consecutive layers with the same stride share a grid, each layer
-/// adds 2 anchors per cell, all with the same centre.
-pub fn anchors() -> Vec<Anchor> {
-    let strides = [8usize, 16, 16, 16];
-    let mut out = Vec::with_capacity(NUM_ANCHORS);
+/// Equivalent to MediaPipe's `SsdAnchorsCalculator` with the model's `strides`, `aspect_ratios:
+/// [1.0]`, `anchor_offset: 0.5`, `fixed_anchor_size: true` (short range: `num_layers: 4`,
+/// `strides: [8, 16, 16, 16]`, `interpolated_scale_aspect_ratio: 1.0`; full range: `num_layers:
+/// 1`, `strides: [4]`, `interpolated_scale_aspect_ratio: 0.0`): consecutive layers with the same
+/// stride share a grid, each layer adds its anchors per cell, all with the same centre.
+pub fn anchors(range: DetectorRange) -> Vec<Anchor> {
+    let strides = range.strides();
+    let side = range.input_size();
+    let mut out = Vec::with_capacity(range.num_anchors());
     let mut layer = 0;
     while layer < strides.len() {
         let stride = strides[layer];
@@ -62,8 +115,8 @@ pub fn anchors() -> Vec<Anchor> {
         while layer + same < strides.len() && strides[layer + same] == stride {
             same += 1;
         }
-        let per_cell = 2 * same;
-        let grid = INPUT_SIZE.div_ceil(stride);
+        let per_cell = range.anchors_per_layer() * same;
+        let grid = side.div_ceil(stride);
         for y in 0..grid {
             for x in 0..grid {
                 let a = Anchor {
@@ -78,10 +131,11 @@ pub fn anchors() -> Vec<Anchor> {
     out
 }
 
-/// How the frame sits in the 128×128 letterbox: the frame occupies `w`×`h` pixels at
+/// How the frame sits in the `size`×`size` letterbox: the frame occupies `w`×`h` pixels at
 /// (`left`, `top`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Letterbox {
+    pub size: u32,
     pub left: u32,
     pub top: u32,
     pub w: u32,
@@ -89,14 +143,15 @@ pub struct Letterbox {
 }
 
 impl Letterbox {
-    pub fn for_frame(width: u32, height: u32) -> Letterbox {
-        let s = INPUT_SIZE as f64;
+    pub fn for_frame(width: u32, height: u32, size: u32) -> Letterbox {
+        let s = size as f64;
         let scale = s / width.max(height) as f64;
-        let w = ((width as f64 * scale).round() as u32).clamp(1, INPUT_SIZE as u32);
-        let h = ((height as f64 * scale).round() as u32).clamp(1, INPUT_SIZE as u32);
+        let w = ((width as f64 * scale).round() as u32).clamp(1, size);
+        let h = ((height as f64 * scale).round() as u32).clamp(1, size);
         Letterbox {
-            left: (INPUT_SIZE as u32 - w) / 2,
-            top: (INPUT_SIZE as u32 - h) / 2,
+            size,
+            left: (size - w) / 2,
+            top: (size - h) / 2,
             w,
             h,
         }
@@ -104,7 +159,7 @@ impl Letterbox {
 
     /// Maps a point from normalised letterbox coordinates to normalised frame coordinates.
     pub fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
-        let s = INPUT_SIZE as f32;
+        let s = self.size as f32;
         (
             (x * s - self.left as f32) / self.w as f32,
             (y * s - self.top as f32) / self.h as f32,
@@ -113,7 +168,7 @@ impl Letterbox {
 
     /// Maps a length along x / y from letterbox to frame units.
     pub fn scale(&self) -> (f32, f32) {
-        let s = INPUT_SIZE as f32;
+        let s = self.size as f32;
         (s / self.w as f32, s / self.h as f32)
     }
 }
@@ -130,16 +185,17 @@ struct Scratch {
     resizer: Resizer,
     /// Resized frame, `letterbox.w × letterbox.h` RGB.
     resized: Vec<u8>,
-    /// Model input, 128×128×3 in [-1, 1].
+    /// Model input, S×S×3 in [-1, 1].
     input: Vec<f32>,
     state: PlanState,
 }
 
 /// BlazeFace face detector. Load once, call [`FaceDetector::detect`] per frame.
 pub struct FaceDetector {
+    range: DetectorRange,
     anchors: Vec<Anchor>,
     settings: DetectorSettings,
-    /// Output index of the `[1, 896, 16]` regressors and of the `[1, 896, 1]` scores.
+    /// Output index of the `[1, anchors, 16]` regressors and of the `[1, anchors, 1]` scores.
     regressors_ix: usize,
     scores_ix: usize,
     scratch: Mutex<Scratch>,
@@ -148,41 +204,68 @@ pub struct FaceDetector {
 impl std::fmt::Debug for FaceDetector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaceDetector")
+            .field("range", &self.range)
             .field("settings", &self.settings)
             .finish()
     }
 }
 
 impl FaceDetector {
-    /// Loads and optimizes the BlazeFace short-range ONNX model `settings.model`.
+    /// Loads and optimizes the BlazeFace ONNX model `settings.model`, short or full range (told
+    /// apart by the declared input size, 128 or 192).
     pub fn load(settings: &DetectorSettings) -> Result<Self> {
         settings.validate()?;
         let path = settings.model.as_path();
-        let m = model::load(path, &[1, INPUT_SIZE, INPUT_SIZE, 3])
+        let proto = model::read_proto(path)
             .with_context(|| format!("loading face detector {}", path.display()))?;
+        let declared = declared_input_shape(&proto);
+        let range = match declared.as_deref() {
+            Some(&[1, s, s2, 3]) if s == s2 => DetectorRange::from_input_size(s),
+            _ => None,
+        }
+        .with_context(|| {
+            format!(
+                "{}: not a BlazeFace model: input shape {declared:?}, expected [1, 128, 128, 3] \
+                 (short range) or [1, 192, 192, 3] (full range)",
+                path.display()
+            )
+        })?;
+        ensure!(
+            range == settings.range,
+            "detector.model {} is a BlazeFace {}-range model but detector.range = {}",
+            path.display(),
+            range.name(),
+            settings.range.name()
+        );
+        let side = range.input_size();
+        let m = model::build_plan(&proto, path, &[1, side, side, 3])
+            .with_context(|| format!("loading face detector {}", path.display()))?;
+        let n = range.num_anchors();
         let find = |last: usize| {
             m.output_shapes
                 .iter()
-                .position(|s| s.as_slice() == [1, NUM_ANCHORS, last])
+                .position(|s| s.as_slice() == [1, n, last])
         };
         let (Some(regressors_ix), Some(scores_ix)) = (find(NUM_COORDS), find(1)) else {
             anyhow::bail!(
-                "{}: not a BlazeFace short-range model: outputs {:?}, expected [1, 896, 16] and \
-                 [1, 896, 1]",
+                "{}: not a BlazeFace {}-range model: outputs {:?}, expected [1, {n}, 16] \
+                 and [1, {n}, 1]",
                 path.display(),
+                range.name(),
                 m.output_shapes
             );
         };
         let state = PlanState::new(&m.plan)?;
         Ok(FaceDetector {
-            anchors: anchors(),
+            range,
+            anchors: anchors(range),
             settings: settings.clone(),
             regressors_ix,
             scores_ix,
             scratch: Mutex::new(Scratch {
                 resizer: Resizer::new(),
                 resized: Vec::new(),
-                input: vec![0.0; INPUT_SIZE * INPUT_SIZE * 3],
+                input: vec![0.0; side * side * 3],
                 state,
             }),
         })
@@ -190,6 +273,11 @@ impl FaceDetector {
 
     pub fn settings(&self) -> &DetectorSettings {
         &self.settings
+    }
+
+    /// Short or full range, as the loaded model file is.
+    pub fn range(&self) -> DetectorRange {
+        self.range
     }
 
     pub fn set_settings(&mut self, settings: DetectorSettings) {
@@ -200,7 +288,8 @@ impl FaceDetector {
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
         let (width, height) = img.dimensions();
         ensure!(width > 0 && height > 0, "empty image");
-        let lb = Letterbox::for_frame(width, height);
+        let side = self.range.input_size();
+        let lb = Letterbox::for_frame(width, height, side as u32);
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let scratch = &mut *guard;
 
@@ -217,14 +306,14 @@ impl FaceDetector {
         let row = lb.w as usize * 3;
         for y in 0..lb.h as usize {
             let src_row = &scratch.resized[y * row..(y + 1) * row];
-            let start = ((lb.top as usize + y) * INPUT_SIZE + lb.left as usize) * 3;
+            let start = ((lb.top as usize + y) * side + lb.left as usize) * 3;
             for (d, &p) in scratch.input[start..start + row].iter_mut().zip(src_row) {
                 *d = p as f32 * (2.0 / 255.0) - 1.0;
             }
         }
 
         // 2. Run the model.
-        let input = Tensor::from_shape(&[1, INPUT_SIZE, INPUT_SIZE, 3], &scratch.input)?;
+        let input = Tensor::from_shape(&[1, side, side, 3], &scratch.input)?;
         let outputs = scratch.state.run(tvec!(input.into_tvalue()))?;
         drop(guard);
         let regressors = outputs[self.regressors_ix].to_plain_array_view::<f32>()?;
@@ -276,7 +365,7 @@ impl FaceDetector {
 
     /// Candidates above the score threshold, best first, in normalised letterbox coordinates.
     fn decode(&self, regressors: &[f32], logits: &[f32]) -> Vec<Candidate> {
-        let s = INPUT_SIZE as f32;
+        let s = self.range.input_size() as f32;
         let mut out = Vec::new();
         for (i, (a, &logit)) in self.anchors.iter().zip(logits).enumerate() {
             let score = 1.0 / (1.0 + (-logit.clamp(-SCORE_CLIP, SCORE_CLIP)).exp());
@@ -309,6 +398,25 @@ impl FaceDetector {
         out.sort_by(|a, b| b.score.total_cmp(&a.score));
         out
     }
+}
+
+/// The declared shape of the model's first input, where every dimension is a number.
+fn declared_input_shape(proto: &tract_onnx::pb::ModelProto) -> Option<Vec<usize>> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    use tract_onnx::pb::type_proto::Value as Type;
+    let input = proto.graph.as_ref()?.input.first()?;
+    let Some(Type::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    t.shape
+        .as_ref()?
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(Value::DimValue(v)) if v > 0 => Some(v as usize),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Plain NMS: keep the best, drop everything overlapping it by more than `iou`, repeat.
@@ -370,8 +478,8 @@ mod tests {
 
     #[test]
     fn anchor_layout_matches_mediapipe() {
-        let a = anchors();
-        assert_eq!(a.len(), NUM_ANCHORS);
+        let a = anchors(DetectorRange::Short);
+        assert_eq!(a.len(), 896);
         // 16×16 grid, 2 per cell, first cell centre at (0.5/16, 0.5/16).
         assert_eq!(
             a[0],
@@ -422,10 +530,11 @@ mod tests {
 
     #[test]
     fn letterbox_round_trip() {
-        let lb = Letterbox::for_frame(640, 480);
+        let lb = Letterbox::for_frame(640, 480, 128);
         assert_eq!(
             lb,
             Letterbox {
+                size: 128,
                 left: 0,
                 top: 16,
                 w: 128,
@@ -437,9 +546,26 @@ mod tests {
         assert!((x - 0.0).abs() < 1e-6 && (y - 0.0).abs() < 1e-6);
         let (x, y) = lb.to_frame(1.0, 112.0 / 128.0);
         assert!((x - 1.0).abs() < 1e-6 && (y - 1.0).abs() < 1e-6);
-        let lb = Letterbox::for_frame(300, 900);
+        let lb = Letterbox::for_frame(300, 900, 128);
         assert_eq!((lb.w, lb.h, lb.top), (43, 128, 0));
         assert_eq!(lb.left, (128 - 43) / 2);
+    }
+
+    #[test]
+    fn full_range_anchor_layout_matches_mediapipe() {
+        let a = anchors(DetectorRange::Full);
+        assert_eq!(a.len(), 2304);
+        // one anchor per cell of a 48×48 grid, row by row
+        let at = |x: f32, y: f32| Anchor {
+            cx: (x + 0.5) / 48.0,
+            cy: (y + 0.5) / 48.0,
+        };
+        assert_eq!(a[0], at(0.0, 0.0));
+        assert_eq!(a[1], at(1.0, 0.0));
+        assert_eq!(a[48], at(0.0, 1.0));
+        assert_eq!(a[2303], at(47.0, 47.0));
+        let lb = Letterbox::for_frame(640, 480, 192);
+        assert_eq!((lb.w, lb.h, lb.left, lb.top), (192, 144, 0, 24));
     }
 
     fn cand(x: f32, score: f32) -> Candidate {

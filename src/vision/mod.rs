@@ -3,6 +3,7 @@
 //! Boxes and key points are normalised to the frame (0..1), so they mean the same thing at any
 //! camera resolution and can be published as they are.
 
+pub mod annotate;
 pub mod classify;
 pub mod detect;
 pub mod model;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use classify::EmotionClassifier;
-pub use detect::{DetectorSettings, FaceDetector};
+pub use detect::{DetectorRange, DetectorSettings, FaceDetector};
 pub use model::ClassifierMeta;
 
 /// An axis-aligned box in normalised frame coordinates (x, y = top-left corner).

@@ -1,0 +1,123 @@
+//! Runs emonet's face detector (the daemon's `FaceDetector`, tract) over image files and prints
+//! one JSON line per image: the boxes in pixels and the detector's time for that image.
+//! Used by `models/tools/detection_bench/run.sh`.
+//!
+//! ```text
+//! cargo run --release --example detect_frames -- --range full FRAME…
+//! {"frame":"a.png","ms":4.1,"faces":[[x, y, w, h, score], …]}
+//! ```
+//! `--tiles` runs the model on the whole frame and on six overlapping 256×256 tiles of a
+//! 640×480 frame (3 × 2, scaled to the frame size otherwise), merging the boxes by plain NMS:
+//! the "short range on tiles" alternative to the full-range model.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use emonet::vision::{BBox, DetectorRange, DetectorSettings, Face, FaceDetector};
+use image::RgbImage;
+
+#[derive(Parser)]
+struct Args {
+    /// `short` or `full`: which shipped BlazeFace model (in `models/`).
+    #[arg(long, default_value = "short")]
+    range: String,
+    /// Minimum face score.
+    #[arg(long, default_value_t = DetectorSettings::default().score_threshold)]
+    score_threshold: f32,
+    /// Also run on 3 × 2 overlapping tiles and merge.
+    #[arg(long)]
+    tiles: bool,
+    /// Runs per image; the reported time is the median.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    frames: Vec<PathBuf>,
+}
+
+/// Tiles (x, y, side) covering a `w`×`h` frame: 3 columns, 2 rows, side 0.4 × width.
+fn tiles(w: u32, h: u32) -> Vec<(u32, u32, u32)> {
+    let side = (w * 2 / 5).min(h);
+    let xs = [0, (w - side) / 2, w - side];
+    let ys = [0, h - side];
+    ys.iter()
+        .flat_map(|&y| xs.iter().map(move |&x| (x, y, side)))
+        .collect()
+}
+
+/// Faces in pixels: `[x, y, w, h, score]`.
+fn detect(det: &FaceDetector, img: &RgbImage, use_tiles: bool) -> Result<Vec<[f32; 5]>> {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let px = |f: &Face, ox: f32, oy: f32, sw: f32, sh: f32| {
+        [
+            ox + f.bbox.x * sw,
+            oy + f.bbox.y * sh,
+            f.bbox.w * sw,
+            f.bbox.h * sh,
+            f.score,
+        ]
+    };
+    let mut out: Vec<[f32; 5]> = det
+        .detect(img)?
+        .iter()
+        .map(|f| px(f, 0.0, 0.0, w, h))
+        .collect();
+    if use_tiles {
+        for (x, y, s) in tiles(img.width(), img.height()) {
+            let tile = image::imageops::crop_imm(img, x, y, s, s).to_image();
+            for f in det.detect(&tile)? {
+                out.push(px(&f, x as f32, y as f32, s as f32, s as f32));
+            }
+        }
+        out.sort_by(|a, b| b[4].total_cmp(&a[4]));
+        let bbox = |d: &[f32; 5]| BBox {
+            x: d[0],
+            y: d[1],
+            w: d[2],
+            h: d[3],
+        };
+        let mut kept: Vec<[f32; 5]> = Vec::new();
+        for d in out {
+            if kept.iter().all(|k| bbox(k).iou(&bbox(&d)) <= 0.3) {
+                kept.push(d);
+            }
+        }
+        out = kept;
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let range = match args.range.as_str() {
+        "short" => DetectorRange::Short,
+        "full" => DetectorRange::Full,
+        r => anyhow::bail!("--range {r:?}: expected short or full"),
+    };
+    let settings = DetectorSettings {
+        range,
+        model: PathBuf::from("models").join(range.default_file()),
+        score_threshold: args.score_threshold,
+        ..DetectorSettings::default()
+    };
+    let det = FaceDetector::load(&settings)?;
+    let mut stdout = std::io::stdout().lock();
+    for path in &args.frames {
+        let img = image::open(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .to_rgb8();
+        let mut times = Vec::with_capacity(args.repeat);
+        let mut faces = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            let t = Instant::now();
+            faces = detect(&det, &img, args.tiles)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let line = serde_json::json!({"frame": name, "ms": times[times.len() / 2], "faces": faces});
+        writeln!(stdout, "{line}")?;
+    }
+    Ok(())
+}
