@@ -346,7 +346,10 @@ impl HttpSettings {
         }
         check_range("http.max_fps", self.max_fps, 0.1, 60.0)?;
         if !(1..=100).contains(&self.jpeg_quality) {
-            bail!("http.jpeg_quality must be in [1, 100], got {}", self.jpeg_quality);
+            bail!(
+                "http.jpeg_quality must be in [1, 100], got {}",
+                self.jpeg_quality
+            );
         }
         if !crate::web::is_loopback(&self.listen) && self.token.is_empty() {
             bail!(
@@ -584,7 +587,10 @@ impl DetectorSettings {
     /// `range` in the same folder (so `range = "full"` alone switches models).
     pub fn apply_range(&mut self) {
         let shipped = [DEFAULT_DETECTOR_FILE, FULL_RANGE_DETECTOR_FILE];
-        if shipped.iter().any(|f| self.model.file_name() == Some(f.as_ref())) {
+        if shipped
+            .iter()
+            .any(|f| self.model.file_name() == Some(f.as_ref()))
+        {
             self.model.set_file_name(self.range.default_file());
         }
     }

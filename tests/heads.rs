@@ -34,14 +34,19 @@ fn ferplus_is_the_default_output_and_every_head_is_computed() {
     assert_eq!(c.labels().len(), 7);
     assert_eq!(c.classify_crop(&gray(0)).unwrap().top_label(), "angry");
     let e = c.select_output("logits").unwrap_err().to_string();
-    assert!(e.contains("`logits`") && e.contains("ferplus, fer2013"), "{e}");
+    assert!(
+        e.contains("`logits`") && e.contains("ferplus, fer2013"),
+        "{e}"
+    );
 }
 
 /// DIR/<label>/<i>.png, one crop per (label, brightness).
 fn tree(dir: &Path, crops: &[(&str, u8)]) {
     for (i, (label, v)) in crops.iter().enumerate() {
         std::fs::create_dir_all(dir.join(label)).unwrap();
-        gray(*v).save(dir.join(label).join(format!("{i}.png"))).unwrap();
+        gray(*v)
+            .save(dir.join(label).join(format!("{i}.png")))
+            .unwrap();
     }
 }
 
@@ -50,7 +55,10 @@ fn eval_scores_the_head_whose_labels_match_the_folders() {
     let c = EmotionClassifier::load(fixture()).unwrap();
     // surprise/angry exist in both heads: fer2013 matches with no label left over
     let d = tempfile::tempdir().unwrap();
-    tree(d.path(), &[("surprise", 255), ("angry", 0), ("surprise", 230)]);
+    tree(
+        d.path(),
+        &[("surprise", 255), ("angry", 0), ("surprise", 230)],
+    );
     let r = evaluate(&c, d.path(), &EvalOptions::default()).unwrap();
     assert_eq!((r.output.as_str(), r.metrics.n), ("fer2013", 3));
     assert_eq!(r.metrics.accuracy, 1.0);
@@ -69,7 +77,11 @@ fn eval_scores_the_head_whose_labels_match_the_folders() {
     let r = evaluate(&c, d.path(), &EvalOptions::default()).unwrap();
     assert_eq!(r.output, "ferplus");
     assert_eq!(r.metrics.n, 3);
-    assert!((r.metrics.accuracy - 2.0 / 3.0).abs() < 1e-9, "{}", r.metrics.accuracy);
+    assert!(
+        (r.metrics.accuracy - 2.0 / 3.0).abs() < 1e-9,
+        "{}",
+        r.metrics.accuracy
+    );
     let opts = EvalOptions {
         head: Some("fer2013".into()),
         ..Default::default()

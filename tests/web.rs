@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -83,13 +83,24 @@ fn listening_sockets(pid: u32) -> Vec<String> {
 }
 
 fn start_daemon(broker: &Broker, dir: &Path, extra: &str) -> Daemon {
-    let cfg = write_config(
-        dir,
-        broker.port,
-        &root().join("samples/frames"),
-        extra,
-    );
+    start_daemon_on(broker, dir, &root().join("samples/frames"), extra)
+}
+
+fn start_daemon_on(broker: &Broker, dir: &Path, frames: &Path, extra: &str) -> Daemon {
+    let cfg = write_config(dir, broker.port, frames, extra);
     Daemon::start(&cfg, &[])
+}
+
+/// A still scene: the one sample frame whose face reads `happy`, replayed in a loop, so that
+/// whichever frame the page shows has the box in the happy colour.
+fn happy_scene(dir: &Path) -> PathBuf {
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let sample = root().join("samples/frames/0001");
+    let sidecar = std::fs::read_to_string(sample.with_extension("json")).unwrap();
+    assert!(sidecar.contains(r#""expect": "happy""#), "{sidecar}");
+    std::fs::copy(sample.with_extension("jpg"), frames.join("0001.jpg")).unwrap();
+    frames
 }
 
 #[test]
@@ -147,9 +158,7 @@ fn token_required_beyond_loopback() {
         dir.path(),
         broker.port,
         &root().join("samples/frames"),
-        &format!(
-            "[http]\nenabled = true\nlisten = \"0.0.0.0:{port}\"\ntoken = \"s3cret-token\"\n"
-        ),
+        &format!("[http]\nenabled = true\nlisten = \"0.0.0.0:{port}\"\ntoken = \"s3cret-token\"\n"),
     );
     let _daemon = Daemon::start(&cfg, &[]);
     wait_for(port, "/healthz", "", 200); // health needs no token
@@ -165,9 +174,10 @@ fn metrics_parse_and_frame_shows_the_face_box() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let daemon = start_daemon(
+    let daemon = start_daemon_on(
         &broker,
         dir.path(),
+        &happy_scene(dir.path()),
         &format!("[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nmax_fps = 10\n"),
     );
     // the first request makes the daemon start drawing frames
@@ -204,7 +214,9 @@ fn metrics_parse_and_frame_shows_the_face_box() {
     let detect = scrape
         .samples
         .iter()
-        .find(|s| s.metric == "emonet_stage_latency_seconds" && s.labels.get("stage") == Some("detect"))
+        .find(|s| {
+            s.metric == "emonet_stage_latency_seconds" && s.labels.get("stage") == Some("detect")
+        })
         .unwrap_or_else(|| panic!("no detect latency histogram:\n{text}"));
     match &detect.value {
         prometheus_parse::Value::Histogram(buckets) => {
@@ -215,7 +227,10 @@ fn metrics_parse_and_frame_shows_the_face_box() {
     assert!(text.contains("emonet_mqtt_connected 1\n"), "{text}");
     let state: serde_json::Value =
         serde_json::from_slice(&wait_for(port, "/state.json", "", 200)).unwrap();
-    assert!(state["stats"]["frames"]["processed"].as_u64() > Some(0), "{state}");
+    assert!(
+        state["stats"]["frames"]["processed"].as_u64() > Some(0),
+        "{state}"
+    );
 
     // a frame with the sample face: its box is drawn in the happy colour
     let t0 = Instant::now();
@@ -225,7 +240,11 @@ fn metrics_parse_and_frame_shows_the_face_box() {
         if box_pixels(&img, 40).len() > 200 {
             break;
         }
-        assert!(t0.elapsed() < WAIT, "no annotated face in /frame.jpg; log:\n{}", daemon.log());
+        assert!(
+            t0.elapsed() < WAIT,
+            "no annotated face in /frame.jpg; log:\n{}",
+            daemon.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     chromium_screenshot(port, dir.path());
@@ -274,7 +293,10 @@ fn chromium_screenshot(port: u16, dir: &Path) {
     );
     // the box is inside the picture's area (the img element at the top left of the page)
     let (x_max, y_max) = px.iter().fold((0, 0), |a, p| (a.0.max(p.0), a.1.max(p.1)));
-    assert!(x_max < 700 && y_max < 600, "box pixels at up to ({x_max}, {y_max})");
+    assert!(
+        x_max < 700 && y_max < 600,
+        "box pixels at up to ({x_max}, {y_max})"
+    );
     if let Ok(keep) = std::env::var("EMONET_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }

@@ -69,9 +69,10 @@ impl ClassifyArgs {
         Settings {
             detector: DetectorSettings {
                 range: self.range,
-                model: self.detector.clone().unwrap_or_else(|| {
-                    Path::new("models").join(self.range.default_file())
-                }),
+                model: self
+                    .detector
+                    .clone()
+                    .unwrap_or_else(|| Path::new("models").join(self.range.default_file())),
                 score_threshold: self.score_threshold,
                 nms_iou: self.nms_iou,
                 max_faces: self.max_faces,

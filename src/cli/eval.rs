@@ -237,7 +237,11 @@ fn choose_output(classifier: &EmotionClassifier, data: &Path, opts: &EvalOptions
         meta.outputs[i].name,
         meta.outputs[i].labels.len(),
         folders.len(),
-        meta.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+        meta.outputs
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(i)
 }
@@ -397,7 +401,10 @@ mod tests {
         let outputs = [ferplus, fer2013];
         let folders = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // the 3-class view: both match 3 folders, fer2013 leaves no label over
-        assert_eq!(pick_output(&outputs, &folders(&["angry", "happy", "sad"])), (1, 3));
+        assert_eq!(
+            pick_output(&outputs, &folders(&["angry", "happy", "sad"])),
+            (1, 3)
+        );
         // with contempt only ferplus matches 4
         assert_eq!(
             pick_output(&outputs, &folders(&["angry", "contempt", "happy", "sad"])),

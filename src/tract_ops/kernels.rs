@@ -1,6 +1,6 @@
 //! Numeric kernels behind the tract operators of this module: a 3×3 depthwise convolution
 //! (channel-first and channel-last layouts, any stride and padding, fused clamp) and a
-//! channel-last max-pool.
+//! max-pool (both layouts).
 //!
 //! The code is plain Rust written so that LLVM vectorizes it: fixed-size lane blocks
 //! (`[f32; L]`) with no data-dependent control flow inside. On x86-64 each entry point is
@@ -494,9 +494,9 @@ fn dw_dispatch<const FMA: bool, const CF: bool>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Max-pool, channel-last, no padding
+// Max-pool, no padding
 
-/// Geometry of a max-pool over one channel-last image without padding.
+/// Geometry of a max-pool over one image without padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolGeometry {
     pub channels: usize,
@@ -541,6 +541,31 @@ fn maxpool_nhwc_impl(g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
                     // Compare-select: lowers to a vector max.
                     *d = if s > *d { s } else { *d };
                 }
+            }
+        }
+    }
+}
+
+/// Channel-first: per channel plane, the max of the window's rows first (contiguous, so it
+/// vectorizes), then the max across each window's columns.
+#[inline(always)]
+fn maxpool_nchw_impl(g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
+    let mut row = vec![0f32; g.in_w];
+    let planes = input.chunks_exact(g.in_h * g.in_w);
+    for (plane, dst) in planes.zip(out.chunks_exact_mut(g.out_h * g.out_w)) {
+        for (y, dst_row) in dst.chunks_exact_mut(g.out_w).enumerate() {
+            let src_row = |ky: usize| &plane[(y * g.stride_h + ky) * g.in_w..][..g.in_w];
+            row.copy_from_slice(src_row(0));
+            for ky in 1..g.k_h {
+                for (r, &s) in row.iter_mut().zip(src_row(ky)) {
+                    *r = if s > *r { s } else { *r };
+                }
+            }
+            for (x, d) in dst_row.iter_mut().enumerate() {
+                let window = &row[x * g.stride_w..][..g.k_w];
+                *d = window[1..]
+                    .iter()
+                    .fold(window[0], |m, &v| if v > m { v } else { m });
             }
         }
     }
@@ -644,6 +669,16 @@ mod x86 {
     pub fn maxpool_nhwc_avx2(g: &PoolGeometry, i: &[f32], o: &mut [f32]) {
         maxpool_nhwc_impl(g, i, o)
     }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn maxpool_nchw_avx512(g: &PoolGeometry, i: &[f32], o: &mut [f32]) {
+        maxpool_nchw_impl(g, i, o)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn maxpool_nchw_avx2(g: &PoolGeometry, i: &[f32], o: &mut [f32]) {
+        maxpool_nchw_impl(g, i, o)
+    }
 }
 
 fn check_dw(g: &DwGeometry, input: &[f32], weights: &[f32], bias: &[f32], out: &[f32]) {
@@ -701,8 +736,7 @@ pub fn depthwise3x3_nhwc(
     }
 }
 
-/// Max-pool of one NHWC image without padding.
-pub fn maxpool_nhwc(isa: Isa, g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
+fn check_pool(g: &PoolGeometry, input: &[f32], out: &[f32]) {
     assert!(g.is_valid(), "invalid max-pool geometry {g:?}");
     assert_eq!(
         input.len(),
@@ -714,6 +748,11 @@ pub fn maxpool_nhwc(isa: Isa, g: &PoolGeometry, input: &[f32], out: &mut [f32]) 
         g.channels * g.out_h * g.out_w,
         "max-pool output length"
     );
+}
+
+/// Max-pool of one NHWC image without padding.
+pub fn maxpool_nhwc(isa: Isa, g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
+    check_pool(g, input, out);
     match usable(isa) {
         // SAFETY: as in `depthwise3x3_nchw`.
         #[cfg(target_arch = "x86_64")]
@@ -721,6 +760,19 @@ pub fn maxpool_nhwc(isa: Isa, g: &PoolGeometry, input: &[f32], out: &mut [f32]) 
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::maxpool_nhwc_avx2(g, input, out) },
         _ => maxpool_nhwc_impl(g, input, out),
+    }
+}
+
+/// Max-pool of one NCHW image without padding.
+pub fn maxpool_nchw(isa: Isa, g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
+    check_pool(g, input, out);
+    match usable(isa) {
+        // SAFETY: as in `depthwise3x3_nchw`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::maxpool_nchw_avx512(g, input, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::maxpool_nchw_avx2(g, input, out) },
+        _ => maxpool_nchw_impl(g, input, out),
     }
 }
 
@@ -877,21 +929,38 @@ mod tests {
                 out_w: (w - k) / s + 1,
             };
             let x = noise(&mut seed, c * h * w);
-            let mut want = vec![f32::NEG_INFINITY; c * g.out_h * g.out_w];
-            for (i, v) in want.iter_mut().enumerate() {
-                let (ch, p) = (i % c, i / c);
-                let (y, xo) = (p / g.out_w, p % g.out_w);
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let pix = (y * s + ky) * w + xo * s + kx;
-                        *v = v.max(x[pix * c + ch]);
+            let (in_plane, out_plane) = (h * w, g.out_h * g.out_w);
+            for channel_last in [true, false] {
+                // Element index of (channel, pixel) in either layout.
+                let at = |ch: usize, pix: usize, plane: usize| {
+                    if channel_last {
+                        pix * c + ch
+                    } else {
+                        ch * plane + pix
+                    }
+                };
+                let mut want = vec![f32::NEG_INFINITY; c * out_plane];
+                for ch in 0..c {
+                    for p in 0..out_plane {
+                        let (y, xo) = (p / g.out_w, p % g.out_w);
+                        let v = &mut want[at(ch, p, out_plane)];
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let pix = (y * s + ky) * w + xo * s + kx;
+                                *v = v.max(x[at(ch, pix, in_plane)]);
+                            }
+                        }
                     }
                 }
-            }
-            for isa in isas() {
-                let mut got = vec![f32::NAN; want.len()];
-                maxpool_nhwc(isa, &g, &x, &mut got);
-                assert_eq!(got, want, "{isa:?} {g:?}");
+                for isa in isas() {
+                    let mut got = vec![f32::NAN; want.len()];
+                    if channel_last {
+                        maxpool_nhwc(isa, &g, &x, &mut got);
+                    } else {
+                        maxpool_nchw(isa, &g, &x, &mut got);
+                    }
+                    assert_eq!(got, want, "{isa:?} {g:?} channel_last={channel_last}");
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Our own operators inside tract's plans: a 3×3 depthwise convolution with its following
-//! Clip/ReLU fused, and a channel-last max-pool, both faster than tract 0.23.9's generic
+//! Clip/ReLU fused, and a max-pool, both faster than tract 0.23.9's generic
 //! `DepthWiseConv` / `OptMaxPool` on the shapes of our models (numbers in the README's
 //! performance section).
 //!
@@ -7,7 +7,7 @@
 //! `into_optimized`): every float `Conv` with `group == channels`, a 3×3 kernel, no dilation and
 //! constant weights becomes a [`FastDepthwise`] (weights and bias folded into the operator),
 //! absorbing the chain of `Max`/`Min`-with-a-constant nodes after it (ONNX `Clip` and `Relu`
-//! decluttered); every float channel-last `MaxPool` without padding or index output becomes a
+//! decluttered); every float `MaxPool` without padding or index output becomes a
 //! [`FastMaxPool`]. Anything else is left to tract. Our operators have no declutter or codegen
 //! rules, so `into_optimized` keeps them as they are and optimizes the rest of the graph around
 //! them.
@@ -127,10 +127,11 @@ impl TypedOp for FastDepthwise {
     as_op!();
 }
 
-/// A max-pool over channel-last images without padding.
+/// A max-pool over images without padding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FastMaxPool {
     pub geometry: PoolGeometry,
+    pub layout: Layout,
     pub batch: usize,
     pub output_shape: TVec<usize>,
     pub isa: Isa,
@@ -144,7 +145,10 @@ impl Op for FastMaxPool {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?} batch {}", self.geometry, self.batch)])
+        Ok(vec![format!(
+            "{:?} {:?} batch {}",
+            self.layout, self.geometry, self.batch
+        )])
     }
 
     op_as_typed_op!();
@@ -168,7 +172,10 @@ impl EvalOp for FastMaxPool {
         let mut view = output.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
         for (xi, oi) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
-            kernels::maxpool_nhwc(self.isa, g, xi, oi);
+            match self.layout {
+                Layout::ChannelLast => kernels::maxpool_nhwc(self.isa, g, xi, oi),
+                Layout::ChannelFirst => kernels::maxpool_nchw(self.isa, g, xi, oi),
+            }
         }
         drop(view);
         Ok(tvec!(output.into_tvalue()))
@@ -364,7 +371,7 @@ fn maxpool_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastM
     let Some(shape) = f32_input_shape(model, node)? else {
         return Ok(None);
     };
-    let Some((batch, Layout::ChannelLast, in_h, in_w)) = image_dims(spec, &shape) else {
+    let Some((batch, layout, in_h, in_w)) = image_dims(spec, &shape) else {
         return Ok(None);
     };
     if pool.with_index_outputs.is_some() || spec.dilations().iter().any(|&d| d != 1) {
@@ -372,7 +379,10 @@ fn maxpool_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastM
     }
     let (strides, _, out_hw, unpadded) = spatial_geometry(spec, &shape)?;
     let geometry = PoolGeometry {
-        channels: shape[shape.len() - 1],
+        channels: match layout {
+            Layout::ChannelLast => shape[shape.len() - 1],
+            Layout::ChannelFirst => shape[shape.len() - 3],
+        },
         in_h,
         in_w,
         k_h: spec.kernel_shape[0],
@@ -390,6 +400,7 @@ fn maxpool_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastM
     }
     Ok(Some(FastMaxPool {
         geometry,
+        layout,
         batch,
         output_shape: output_shape.into(),
         isa: kernels::detected_isa(),

@@ -22,8 +22,8 @@ use image::RgbImage;
 use tract_onnx::prelude::*;
 
 use super::model::{self, ClassifierMeta, ColorMode, PlanState};
-use tract_onnx::pb::ModelProto;
 use super::{BBox, EmotionScores, Face};
+use tract_onnx::pb::ModelProto;
 
 struct Scratch {
     resizer: Resizer,
@@ -67,7 +67,11 @@ impl EmotionClassifier {
         let [_, c, h, w] = meta.input_shape();
         Ok(EmotionClassifier {
             path: path.to_path_buf(),
-            labels: meta.outputs.iter().map(|o| o.labels.clone().into()).collect(),
+            labels: meta
+                .outputs
+                .iter()
+                .map(|o| o.labels.clone().into())
+                .collect(),
             selected: meta.default_output,
             meta,
             scratch: Mutex::new(Scratch {

@@ -462,7 +462,10 @@ mod tests {
         assert_eq!(m.outputs[0].labels.len(), 7);
         assert_eq!(m.output_index("fer2013").unwrap(), 0);
         let e = m.output_index("logits").unwrap_err().to_string();
-        assert!(e.contains("logits") && e.contains("fer2013, ferplus"), "{e}");
+        assert!(
+            e.contains("logits") && e.contains("fer2013, ferplus"),
+            "{e}"
+        );
         let mut p = two_head_props();
         p.insert("emonet.outputs".into(), "a,b".into());
         p.insert("emonet.labels.a".into(), "x,y".into());
@@ -477,7 +480,11 @@ mod tests {
             ("emonet.outputs", "ferplus,ferplus", "emonet.outputs"),
             ("emonet.outputs", "ferplus,", "emonet.outputs"),
             ("emonet.outputs", "ferplus,other", "emonet.labels.other"),
-            ("emonet.labels.fer2013", "angry,angry", "emonet.labels.fer2013"),
+            (
+                "emonet.labels.fer2013",
+                "angry,angry",
+                "emonet.labels.fer2013",
+            ),
         ] {
             let mut p = two_head_props();
             p.insert(key.into(), value.into());

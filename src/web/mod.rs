@@ -167,14 +167,15 @@ pub fn start(listen: &str, token: Option<String>, sources: Sources) -> Result<Se
                 }
                 active.fetch_add(1, Ordering::SeqCst);
                 let (shared, active) = (shared.clone(), active.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("http-conn".into())
-                    .spawn(move || {
-                        if let Err(e) = handle(stream, &shared.0, shared.1.as_deref()) {
-                            log::debug!("http: {e:#}");
-                        }
-                        active.fetch_sub(1, Ordering::SeqCst);
-                    });
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("http-conn".into())
+                        .spawn(move || {
+                            if let Err(e) = handle(stream, &shared.0, shared.1.as_deref()) {
+                                log::debug!("http: {e:#}");
+                            }
+                            active.fetch_sub(1, Ordering::SeqCst);
+                        });
                 if spawned.is_err() {
                     log::warn!("http: cannot start a connection thread");
                 }
@@ -213,7 +214,10 @@ fn read_request(stream: &TcpStream) -> Result<Request> {
         }
         if let Some((k, v)) = h.split_once(':') {
             if k.trim().eq_ignore_ascii_case("authorization") {
-                bearer = v.trim().strip_prefix("Bearer ").map(|t| t.trim().to_string());
+                bearer = v
+                    .trim()
+                    .strip_prefix("Bearer ")
+                    .map(|t| t.trim().to_string());
             }
         }
     }
@@ -225,10 +229,13 @@ fn read_request(stream: &TcpStream) -> Result<Request> {
     })
 }
 
-
 /// Compares without an early exit, so the time taken does not reveal the common prefix.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn authorized(req: &Request, token: Option<&str>) -> bool {
@@ -260,23 +267,48 @@ fn handle(mut stream: TcpStream, src: &Sources, token: Option<&str>) -> Result<(
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let req = read_request(&stream)?;
     if req.method != "GET" && req.method != "HEAD" {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET only\n");
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET only\n",
+        );
     }
     if req.path == "/healthz" {
         return if (src.healthy)() {
             respond(&mut stream, "200 OK", "text/plain", b"ok\n")
         } else {
-            respond(&mut stream, "503 Service Unavailable", "text/plain", b"stalled\n")
+            respond(
+                &mut stream,
+                "503 Service Unavailable",
+                "text/plain",
+                b"stalled\n",
+            )
         };
     }
     if !authorized(&req, token) {
-        return respond(&mut stream, "401 Unauthorized", "text/plain", b"token required\n");
+        return respond(
+            &mut stream,
+            "401 Unauthorized",
+            "text/plain",
+            b"token required\n",
+        );
     }
     match req.path.as_str() {
-        "/" => respond(&mut stream, "200 OK", "text/html; charset=utf-8", PAGE.as_bytes()),
+        "/" => respond(
+            &mut stream,
+            "200 OK",
+            "text/html; charset=utf-8",
+            PAGE.as_bytes(),
+        ),
         "/frame.jpg" => match src.view.latest() {
             Some(jpeg) => respond(&mut stream, "200 OK", "image/jpeg", &jpeg),
-            None => respond(&mut stream, "503 Service Unavailable", "text/plain", b"no frame yet\n"),
+            None => respond(
+                &mut stream,
+                "503 Service Unavailable",
+                "text/plain",
+                b"no frame yet\n",
+            ),
         },
         "/state.json" => {
             let body = serde_json::to_vec(&(src.state)())?;
@@ -284,7 +316,12 @@ fn handle(mut stream: TcpStream, src: &Sources, token: Option<&str>) -> Result<(
         }
         "/metrics" => {
             let body = (src.metrics)();
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body.as_bytes())
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                body.as_bytes(),
+            )
         }
         _ => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n"),
     }

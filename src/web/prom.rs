@@ -123,7 +123,10 @@ mod tests {
         assert!(text.contains("x_seconds_bucket{stage=\"detect\",le=\"5\"} 2\n"));
         assert!(text.contains("x_seconds_bucket{stage=\"detect\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("x_seconds_count{stage=\"detect\"} 3\n"));
-        assert!(text.contains("x_seconds_sum{stage=\"detect\"} 9.0315\n"), "{text}");
+        assert!(
+            text.contains("x_seconds_sum{stage=\"detect\"} 9.0315\n"),
+            "{text}"
+        );
     }
 
     #[test]
