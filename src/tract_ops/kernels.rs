@@ -337,7 +337,7 @@ fn padded_row_nhwc(g: &DwGeometry, input: &[f32], py: usize, dst: &mut [f32]) {
 /// Channel block starts covering `0..c` with blocks of `l` (the last one overlapping).
 fn block_starts(c: usize, l: usize) -> impl Iterator<Item = usize> {
     let full = c / l;
-    let last = (c % l != 0).then_some(c - l);
+    let last = (!c.is_multiple_of(l)).then_some(c - l);
     (0..full).map(move |i| i * l).chain(last)
 }
 

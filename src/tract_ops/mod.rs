@@ -108,7 +108,6 @@ impl EvalOp for FastDepthwise {
                 }
             }
         }
-        drop(view);
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -177,7 +176,6 @@ impl EvalOp for FastMaxPool {
                 Layout::ChannelFirst => kernels::maxpool_nchw(self.isa, g, xi, oi),
             }
         }
-        drop(view);
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -222,23 +220,29 @@ fn f32_input_shape(model: &TypedModel, node: &TypedNode) -> TractResult<Option<T
     Ok(fact.shape.as_concrete().map(|s| s.into()))
 }
 
+/// The 2-D geometry of a convolution or pool over a concrete input.
+struct Spatial {
+    strides: [usize; 2],
+    pad_before: [usize; 2],
+    out_hw: [usize; 2],
+    /// No padding on any side.
+    unpadded: bool,
+}
+
 /// Strides, leading padding and spatial output size of `spec` over `shape`.
-fn spatial_geometry(
-    spec: &PoolSpec,
-    shape: &[usize],
-) -> TractResult<([usize; 2], [usize; 2], [usize; 2], bool)> {
+fn spatial_geometry(spec: &PoolSpec, shape: &[usize]) -> TractResult<Spatial> {
     let dims: TVec<TDim> = shape.iter().map(|d| d.to_dim()).collect();
     let geo = spec.compute_geo(&dims)?.to_concrete(shape)?.into_owned();
     let p = &geo.patch;
     ensure!(p.pad_before.len() == 2 && p.output_shape.len() == 2);
     let strides = spec.strides();
     let unpadded = p.pad_before.iter().chain(&p.pad_after).all(|&x| x == 0);
-    Ok((
-        [strides[0], strides[1]],
-        [p.pad_before[0], p.pad_before[1]],
-        [p.output_shape[0], p.output_shape[1]],
+    Ok(Spatial {
+        strides: [strides[0], strides[1]],
+        pad_before: [p.pad_before[0], p.pad_before[1]],
+        out_hw: [p.output_shape[0], p.output_shape[1]],
         unpadded,
-    ))
+    })
 }
 
 /// The constant f32 value of `outlet`, if it is one.
@@ -281,7 +285,12 @@ fn depthwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Fas
     if kernel.shape() != [c, 1, TAPS] || !(bias.len() == c || bias.len() == 1) {
         return Ok(None);
     }
-    let (strides, pads, out_hw, _) = spatial_geometry(spec, &shape)?;
+    let Spatial {
+        strides,
+        pad_before: pads,
+        out_hw,
+        ..
+    } = spatial_geometry(spec, &shape)?;
     let geometry = DwGeometry {
         channels: c,
         in_h,
@@ -377,7 +386,12 @@ fn maxpool_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastM
     if pool.with_index_outputs.is_some() || spec.dilations().iter().any(|&d| d != 1) {
         return Ok(None);
     }
-    let (strides, _, out_hw, unpadded) = spatial_geometry(spec, &shape)?;
+    let Spatial {
+        strides,
+        out_hw,
+        unpadded,
+        ..
+    } = spatial_geometry(spec, &shape)?;
     let geometry = PoolGeometry {
         channels: match layout {
             Layout::ChannelLast => shape[shape.len() - 1],
