@@ -22,16 +22,7 @@ fn check(extra: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let cfg = write_config(dir.path(), 1883, &root().join("samples/frames"), "");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{text}\n{extra}")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    emonet_check(&cfg, env)
 }
 
 /// A replay folder holding `frames` (name, bytes).
@@ -258,13 +249,8 @@ fn device_id_and_prefix_must_be_valid_topic_levels() {
             .unwrap()
             .replace("device_id = \"test\"", line);
         std::fs::write(&cfg, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
-            .args(["check", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{line} accepted");
+        let (code, err) = emonet_check(&cfg, &[]);
+        assert_eq!(code, Some(1), "{line} accepted");
         assert!(err.contains(key), "{line}: {err}");
     }
     for prefix in ["$SYS/emonet", "kiosk/+"] {

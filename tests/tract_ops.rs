@@ -6,6 +6,8 @@
 //! - both whole models on real images, with and without our operators: outputs within 1e-4, and
 //!   the optimized plan really runs our operators (and no tract depthwise / max-pool is left).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use emonet::tract_ops::kernels::{usable, Isa};
@@ -15,9 +17,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, MaxPool};
 use tract_onnx::tract_core::ops::math;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::root;
 
 const CLASSIFIER: &str = "models/emotion-mnv2-w8.onnx";
 const DETECTOR: &str = "models/blazeface-short.onnx";

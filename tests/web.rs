@@ -145,13 +145,8 @@ fn token_required_beyond_loopback() {
         &root().join("samples/frames"),
         &format!("[http]\nenabled = true\nlisten = \"0.0.0.0:{port}\"\n"),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "accepted without a token");
+    let (code, err) = emonet_check(&cfg, &[]);
+    assert_ne!(code, Some(0), "accepted without a token");
     assert!(err.contains("http.token"), "{err}");
 
     let cfg = write_config(

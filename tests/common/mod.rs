@@ -307,6 +307,20 @@ impl Drop for Subscriber {
     }
 }
 
+/// `emonet check --config cfg` with `env` set: (exit code, stderr).
+pub fn emonet_check(cfg: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_emonet"))
+        .args(["check", "--config"])
+        .arg(cfg)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run emonet check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Writes a daemon config for a test: replayed frames, the shipped models, a broker port.
 pub fn write_config(dir: &Path, port: u16, frames: &Path, extra: &str) -> PathBuf {
     let path = dir.join("emonet.toml");
