@@ -24,6 +24,18 @@ MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
 
 
+def packed_images(split_dir, n):
+    """The split's images from `images.npy` (uint8 [N,48,48] in labels.csv row order, written by
+    gpu_pack.py where the PNGs are not shipped), or None when the split has PNG files instead."""
+    p = os.path.join(split_dir, "images.npy")
+    if not os.path.exists(p):
+        return None
+    a = np.load(p, mmap_mode="r")
+    if a.ndim != 3 or a.shape[1:] != (48, 48) or len(a) < n:
+        raise ValueError(f"{p}: shape {a.shape}, expected at least [{n}, 48, 48]")
+    return a
+
+
 def load_split(split_dir, limit=None):
     """Return dict with
     images   uint8 [N, 48, 48]
@@ -53,12 +65,16 @@ def load_split(split_dir, limit=None):
     clean_votes = np.zeros((n, 8), dtype=np.float32)
     clean_other = np.zeros(n, dtype=np.float32)
     all_cols = VOTE_COLS + ["unknown", "NF"]
+    packed = packed_images(split_dir, n)
     for i, row in enumerate(rows):
-        with Image.open(os.path.join(split_dir, row["file"])) as im:
-            a = np.asarray(im.convert("L"), dtype=np.uint8)
-        if a.shape != (48, 48):
-            a = np.asarray(Image.fromarray(a).resize((48, 48), Image.BILINEAR))
-        images[i] = a
+        if packed is not None:
+            images[i] = packed[i]
+        else:
+            with Image.open(os.path.join(split_dir, row["file"])) as im:
+                a = np.asarray(im.convert("L"), dtype=np.uint8)
+            if a.shape != (48, 48):
+                a = np.asarray(Image.fromarray(a).resize((48, 48), Image.BILINEAR))
+            images[i] = a
         if row["fer2013"]:
             fer[i] = LABELS.index(row["fer2013"])
         v = [int(row[c]) for c in all_cols]

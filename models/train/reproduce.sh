@@ -20,6 +20,12 @@
 #   PLAN_EPOCHS, RETIME_AT   when both > 0: the schedule is first laid out for PLAN_EPOCHS epochs,
 #            and after RETIME_AT epochs the rest is squeezed into EPOCHS (train.py --retime)
 #            (0 by default: the shipped run is one 14-epoch schedule on 2 threads)
+#   TEACHER_SIZE  > 0: first train a teacher at this input size (TEACHER_EPOCHS, TEACHER_LR) in
+#            RUN/teacher, then distil it into the SIZE student (train.py --teacher, KD_ALPHA,
+#            KD_TEMP); 0 (default): no teacher
+#   BUDGET_S, TEACHER_BUDGET_S   > 0: the epochs of student / teacher are chosen to fit this many
+#            seconds (at most EPOCHS / TEACHER_EPOCHS; train.py --budget-s; for GPU slots)
+#   EXPORT   0: stop after training (gpu_run.sh: the export runs where `tract` is installed)
 #   RUN      run dir (default models/train/runs/v2-$SIZE-e$EPOCHS)
 #   OUTDIR   where the .onnx files go (default models/)
 #   LIMIT    train on the first N rows only (smoke test of this script; 0 = all)
@@ -50,6 +56,14 @@ LIMIT="${LIMIT:-0}"
 VAL_LIMIT="${VAL_LIMIT:-0}"
 CALIB_N="${CALIB_N:-1000}"
 PY="${PYTHON:-python3}"
+TEACHER_SIZE="${TEACHER_SIZE:-0}"
+TEACHER_EPOCHS="${TEACHER_EPOCHS:-$EPOCHS}"
+TEACHER_LR="${TEACHER_LR:-$LR}"
+TEACHER_BUDGET_S="${TEACHER_BUDGET_S:-0}"
+BUDGET_S="${BUDGET_S:-0}"
+KD_ALPHA="${KD_ALPHA:-0.5}"
+KD_TEMP="${KD_TEMP:-2}"
+EXPORT="${EXPORT:-1}"
 
 if [ ! -f "$DATA/train/labels.csv" ]; then
     tarball="../shared/datasets/fer.tar.gz"
@@ -71,19 +85,30 @@ echo "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889  $WEIGHTS
 
 mkdir -p "$RUN" "$OUTDIR"
 start=$(date +%s)
+# train OUT SIZE LR BUDGET_S [train.py args...]
 train() {
-    "$PY" "$here/train.py" --data "$DATA" --weights "$WEIGHTS" --out "$RUN" --resume \
-        --input-size "$SIZE" --batch-size "$BATCH" --lr "$LR" --clip-grad "$CLIP" \
+    local out="$1" size="$2" lr="$3" budget="$4"
+    shift 4
+    mkdir -p "$out"
+    "$PY" "$here/train.py" --data "$DATA" --weights "$WEIGHTS" --out "$out" --resume \
+        --input-size "$size" --batch-size "$BATCH" --lr "$lr" --clip-grad "$CLIP" \
         --channels-last --amp "$AMP" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" \
-        --limit "$LIMIT" --val-limit "$VAL_LIMIT" "$@" 2>&1 | tee -a "$RUN/train.log"
+        --limit "$LIMIT" --val-limit "$VAL_LIMIT" --budget-s "$budget" "$@" 2>&1 | tee -a "$out/train.log"
 }
+student=()
+if [ "$TEACHER_SIZE" -gt 0 ]; then
+    train "$RUN/teacher" "$TEACHER_SIZE" "$TEACHER_LR" "$TEACHER_BUDGET_S" --epochs "$TEACHER_EPOCHS"
+    echo "teacher: $(( $(date +%s) - start )) s" | tee -a "$RUN/train.log"
+    student=(--teacher "$RUN/teacher/best-ferplus.pt" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
+fi
 if [ "$PLAN_EPOCHS" -gt 0 ] && [ "$RETIME_AT" -gt 0 ]; then
-    train --epochs "$PLAN_EPOCHS" --stop-after "$RETIME_AT"
-    train --epochs "$EPOCHS" --retime
+    train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$PLAN_EPOCHS" --stop-after "$RETIME_AT" "${student[@]}"
+    train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$EPOCHS" --retime "${student[@]}"
 else
-    train --epochs "$EPOCHS"
+    train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$EPOCHS" "${student[@]}"
 fi
 echo "training: $(( $(date +%s) - start )) s" | tee -a "$RUN/train.log"
+[ "$EXPORT" = 1 ] || exit 0
 best="$RUN/$CKPT.pt"
 echo "exporting $best"
 

@@ -15,6 +15,7 @@ ferplus head's accuracy on the ferplus-clean val view), best-fer2013.pt (the fer
 accuracy on FER2013 val) and last.pt.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -88,9 +89,10 @@ def eval_batch(img_u8, size):
     return normalise(x)
 
 
-def augment_batch(img_u8, size, gen, a):
+def augment_batch(img_u8, size, gen, a, teacher_size=0):
     """Random affine (scale, rotation, shift, horizontal flip) + brightness/contrast,
-    resampled straight to size x size with one grid_sample."""
+    resampled straight to size x size with one grid_sample. With teacher_size, also returns the
+    same augmented view resampled to teacher_size (what a distillation teacher sees)."""
     b = img_u8.shape[0]
     dev = img_u8.device
     x = img_u8.float().unsqueeze(1) / 255.0
@@ -106,13 +108,16 @@ def augment_batch(img_u8, size, gen, a):
     cos, sin = torch.cos(ang) * s, torch.sin(ang) * s
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
                          torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, (b, 1, size, size), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     c = U(1 - a.aug_contrast, 1 + a.aug_contrast).view(b, 1, 1, 1)
     br = U(-a.aug_bright, a.aug_bright).view(b, 1, 1, 1)
-    m = x.mean(dim=(2, 3), keepdim=True)
-    x = ((x - m) * c + m + br).clamp(0, 1)
-    return normalise(x)
+
+    def view(side):
+        grid = F.affine_grid(theta, (b, 1, side, side), align_corners=False)
+        y = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        m = y.mean(dim=(2, 3), keepdim=True)
+        return normalise(((y - m) * c + m + br).clamp(0, 1))
+
+    return (view(size), view(teacher_size)) if teacher_size else view(size)
 
 
 @torch.no_grad()
@@ -166,6 +171,15 @@ def parse_args(argv=None):
     ap.add_argument("--aug-bright", type=float, default=0.1)
     ap.add_argument("--clip-grad", type=float, default=5.0,
                     help="clip the global gradient norm to this (0 = off)")
+    ap.add_argument("--teacher", help="distil from this two-head checkpoint (run at its own input "
+                    "size on the same augmented view)")
+    ap.add_argument("--kd-alpha", type=float, default=0.5,
+                    help="with --teacher: weight of the distillation term (1 - it: the label term)")
+    ap.add_argument("--kd-temp", type=float, default=2.0, help="with --teacher: softmax temperature")
+    ap.add_argument("--budget-s", type=float, default=0,
+                    help="choose the epochs (at most --epochs) so that training takes about this "
+                         "many seconds, from a timing probe of a few steps and one val pass (GPU "
+                         "slots; the choice is recorded in config.json)")
     ap.add_argument("--init", help="start from this two-head checkpoint's weights (a second cycle)")
     ap.add_argument("--resume", action="store_true",
                     help="continue from OUT/ckpt.pt (same arguments) when it exists")
@@ -188,7 +202,8 @@ def parse_args(argv=None):
 
 # Arguments that must match for --resume to continue a run (the rest may change, e.g. --threads).
 RESUME_KEYS = ["data", "input_size", "epochs", "batch_size", "lr", "momentum", "wd", "warmup",
-               "ferplus_labels", "w_ferplus", "w_fer2013", "limit", "seed", "init"]
+               "ferplus_labels", "w_ferplus", "w_fer2013", "limit", "seed", "init", "teacher",
+               "kd_alpha", "kd_temp"]
 
 
 def make_optimizer(model, a, total_steps):
@@ -261,40 +276,72 @@ def masked_ce(logits, target, mask):
     return (ce * m).sum() / m.sum().clamp(min=1.0)
 
 
-def train_epoch(model, opt, sched, data, a, gen, dev, ep, state):
+def kd_loss(student, teacher, temp):
+    """Hinton distillation term: KL(teacher || student) at temperature temp, times temp^2, mean
+    over the batch (every row: the teacher has an opinion on images without a label too)."""
+    t = F.softmax(teacher.float() / temp, 1)
+    return F.kl_div(F.log_softmax(student.float() / temp, 1), t, reduction="batchmean") * temp ** 2
+
+
+def train_step(model, opt, batch, a, gen, teacher=None):
+    """Augment, forward, loss, backward, clip, optimizer step. batch: (uint8 images, {head:
+    (target, mask)}). Returns (loss, {head: loss}, grad norm or None), all device tensors."""
+    imgs, targets = batch
+    dev = imgs.device
+    if teacher is not None:
+        x, xt = augment_batch(imgs, a.input_size, gen, a, teacher_size=teacher.input_size)
+    else:
+        x, xt = augment_batch(imgs, a.input_size, gen, a), None
+    if a.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+        outs = model(x)
+        if xt is not None:
+            with torch.no_grad():
+                if a.channels_last:
+                    xt = xt.contiguous(memory_format=torch.channels_last)
+                touts = dict(zip(teacher.head_names, teacher(xt)))
+    losses = {k: masked_ce(o, *targets[k]) for k, o in zip(model.head_names, outs)}
+    if xt is not None:
+        losses = {k: (1 - a.kd_alpha) * v + a.kd_alpha * kd_loss(o, touts[k], a.kd_temp)
+                  for (k, v), o in zip(losses.items(), outs)}
+    w = {"ferplus": a.w_ferplus, "fer2013": a.w_fer2013}
+    loss = sum(w[k] * v for k, v in losses.items())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = None
+    if a.clip_grad > 0:
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad).detach()
+    opt.step()
+    return loss.detach(), {k: v.detach() for k, v in losses.items()}, gnorm
+
+
+def batch_at(data, idx):
+    imgs, targets = data
+    return imgs[idx], {k: (t[idx], m[idx]) for k, (t, m) in targets.items()}
+
+
+def train_epoch(model, opt, sched, data, a, gen, dev, ep, state, teacher=None):
     """One epoch; returns the per-epoch training record (losses, clipping)."""
     model.train()
-    imgs, targets = data
-    n = len(imgs)
+    n = len(data[0])
     steps = n // a.batch_size
     perm = torch.randperm(n, generator=gen).to(dev)
     t_ep = time.time()
     # Running sums stay on the device (no host sync per step on CUDA); read every 20 steps.
     sums = {k: torch.zeros((), device=dev) for k in ["loss"] + [f"loss_{h}" for h in model.head_names]}
     clipped, norm_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
-    w = {"ferplus": a.w_ferplus, "fer2013": a.w_fer2013}
     for i in range(steps):
         idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
-        x = augment_batch(imgs[idx], a.input_size, gen, a)
-        if a.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp == "bf16"):
-            outs = model(x)
-        losses = {k: masked_ce(o, targets[k][0][idx], targets[k][1][idx])
-                  for k, o in zip(model.head_names, outs)}
-        loss = sum(w[k] * v for k, v in losses.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if a.clip_grad > 0:
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad).detach()
+        loss, losses, gnorm = train_step(model, opt, batch_at(data, idx), a, gen, teacher)
+        if gnorm is not None:
             clipped += (gnorm > a.clip_grad).float()
             norm_sum += gnorm
-        opt.step()
         sched.step()
         state["step"] += 1
-        sums["loss"] += loss.detach()
+        sums["loss"] += loss
         for k, v in losses.items():
-            sums[f"loss_{k}"] += v.detach()
+            sums[f"loss_{k}"] += v
         if state["step"] % 20 == 0 or (a.max_steps and state["step"] >= a.max_steps):
             follow_threads_file(a)
             el = time.time() - t_ep
@@ -310,6 +357,50 @@ def train_epoch(model, opt, sched, data, a, gen, dev, ep, state):
         rec.update(clipped_steps=int(clipped), mean_grad_norm=float(norm_sum) / steps)
     rec["train_s"] = time.time() - t_ep
     return rec
+
+
+def load_teacher(path, dev, channels_last):
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    t = model_from_config(ck["config"])
+    t.load_state_dict(ck["state_dict"])
+    t.input_size = ck["config"]["input_size"]
+    t = t.to(dev).eval()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    if channels_last:
+        t = t.to(memory_format=torch.channels_last)
+    print(f"teacher {path}: {t.input_size} px, val {ck.get('val', {}).get('ferplus/ferplus_clean_val/acc')}",
+          flush=True)
+    return t
+
+
+def epochs_for_budget(model, teacher, data, va, a, dev):
+    """How many epochs fit in a.budget_s: times a few training steps (on a copy of the model, with
+    its own generator, so the run itself is untouched) and one val pass."""
+    probe = copy.deepcopy(model)
+    opt = torch.optim.SGD(probe.parameters(), lr=1e-4, momentum=0.9)
+    gen = torch.Generator().manual_seed(12345)
+    n = len(data[0])
+    warm, timed = 3, 10
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    probe.train()
+    for i in range(warm + timed):
+        if i == warm:
+            sync()
+            t0 = time.time()
+        idx = torch.randint(0, n, (a.batch_size,), generator=gen).to(dev)
+        train_step(probe, opt, batch_at(data, idx), a, gen, teacher)
+    sync()
+    t_step = (time.time() - t0) / timed
+    t0 = time.time()
+    val_metrics(probe, va, a, dev)
+    t_val = time.time() - t0
+    per_epoch = (n // a.batch_size) * t_step + t_val
+    epochs = max(1, min(a.epochs, int(a.budget_s // per_epoch)))
+    print(f"budget {a.budget_s:.0f}s: {t_step * 1000:.1f} ms/step, val {t_val:.1f}s, "
+          f"{per_epoch:.1f}s/epoch -> {epochs} epochs", flush=True)
+    del probe, opt
+    return epochs, {"step_s": t_step, "val_s": t_val, "epoch_s": per_epoch}
 
 
 def load_data(a, dev):
@@ -349,14 +440,23 @@ def main(argv=None):
     model = model.to(dev)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    teacher = load_teacher(a.teacher, dev, a.channels_last) if a.teacher else None
+    ck_path = os.path.join(a.out, "ckpt.pt")
+    probe = None
+    if a.budget_s > 0:
+        if a.resume and os.path.exists(ck_path):  # the interrupted run's choice stands
+            a.epochs = torch.load(ck_path, map_location="cpu", weights_only=False)["config"]["epochs"]
+        else:
+            a.epochs, probe = epochs_for_budget(model, teacher, data, va, a, dev)
     steps_per_epoch = len(data[0]) // a.batch_size
     opt, sched = make_optimizer(model, a, steps_per_epoch * a.epochs)
     gen = torch.Generator().manual_seed(a.seed)
     config = dict(vars(a))
     config.update(heads=ferdata.HEADS, labels=ferdata.LABELS, mean=ferdata.MEAN, std=ferdata.STD,
-                  color="gray", channels=3, train_rows=int(len(data[0])))
+                  color="gray", channels=3, train_rows=int(len(data[0])), device_type=dev.type)
+    if probe:
+        config["budget_probe"] = probe
     state = {"step": 0, "epoch": 0, "best": {"ferplus": -1.0, "fer2013": -1.0}}
-    ck_path = os.path.join(a.out, "ckpt.pt")
     if a.resume and os.path.exists(ck_path):
         ck = torch.load(ck_path, map_location="cpu", weights_only=False)
         if a.stop_after and ck["state"]["epoch"] >= a.stop_after:
@@ -387,7 +487,7 @@ def main(argv=None):
     while state["epoch"] < a.epochs:
         t_ep = time.time()
         rec = {"epoch": state["epoch"] + 1,
-               **train_epoch(model, opt, sched, data, a, gen, dev, state["epoch"], state)}
+               **train_epoch(model, opt, sched, data, a, gen, dev, state["epoch"], state, teacher)}
         rec.update(val_metrics(model, va, a, dev))
         rec["epoch_s"] = time.time() - t_ep
         state["epoch"] += 1
