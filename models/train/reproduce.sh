@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Reproduce models/emotion-mnv2-{fp32,int8,w8}.onnx (two outputs: `ferplus`, `fer2013`) from the data.
 #
-#   models/train/reproduce.sh              # the shipped recipe on CPU (time: see models/README.md)
-#   models/train/gpu_run.sh OUT            # the same script with CUDA defaults (bf16, batch 256)
+#   models/train/gpu_run.sh OUT            # the shipped recipe on a CUDA GPU (about 7 min on an H100)
+#   models/train/reproduce.sh              # the same recipe on the CPU (hours: see models/README.md)
+#   TEACHER_SIZE=0 EPOCHS=14 BATCH=64 LR=0.03 models/train/reproduce.sh   # the CPU-only v2 recipe
 #
 # Recipe: train.py fine-tunes ImageNet MobileNetV2 with two heads (ferplus: cleaned FER+ vote
 # distribution, 8 classes; fer2013: original labels, 7 classes; each loss masked where its label
-# is missing) for EPOCHS epochs of one one-cycle schedule (peak LR), channels_last, gradient
-# clipping at CLIP. The checkpoint selected on the ferplus head's accuracy on ferplus-clean val
+# is missing), one one-cycle schedule (peak LR), channels_last, gradient clipping at CLIP. First a
+# teacher at TEACHER_SIZE px (TEACHER_EPOCHS), then the SIZE-px student for EPOCHS, its loss half
+# labels, half distillation from the teacher's best-ferplus checkpoint on the same augmented view.
+# The student checkpoint selected on the ferplus head's accuracy on ferplus-clean val
 # (CKPT=best-ferplus; or best-fer2013 / last) is exported, quantized and checked in tract.
 # An interrupted training continues where it stopped when the script is run again (--resume).
 #
@@ -19,10 +22,11 @@
 #   EPOCHS LR SIZE BATCH CLIP SEED DEVICE THREADS AMP   training knobs (defaults = shipped recipe)
 #   PLAN_EPOCHS, RETIME_AT   when both > 0: the schedule is first laid out for PLAN_EPOCHS epochs,
 #            and after RETIME_AT epochs the rest is squeezed into EPOCHS (train.py --retime)
-#            (0 by default: the shipped run is one 14-epoch schedule on 2 threads)
+#            (0 by default: the shipped run is one schedule per phase)
 #   TEACHER_SIZE  > 0: first train a teacher at this input size (TEACHER_EPOCHS, TEACHER_LR) in
 #            RUN/teacher, then distil it into the SIZE student (train.py --teacher, KD_ALPHA,
-#            KD_TEMP); 0 (default): no teacher
+#            KD_TEMP); default 112 (0: no teacher, plain fine-tuning)
+#   TEACHER_CKPT  distil from this trained teacher checkpoint instead (no teacher phase)
 #   BUDGET_S, TEACHER_BUDGET_S   > 0: the epochs of student / teacher are chosen to fit this many
 #            seconds (at most EPOCHS / TEACHER_EPOCHS; train.py --budget-s; for GPU slots)
 #   EXPORT   0: stop after training (gpu_run.sh: the export runs where `tract` is installed)
@@ -37,12 +41,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
-EPOCHS="${EPOCHS:-14}"
+EPOCHS="${EPOCHS:-42}"
 PLAN_EPOCHS="${PLAN_EPOCHS:-0}"
 RETIME_AT="${RETIME_AT:-0}"
 SIZE="${SIZE:-64}"
-BATCH="${BATCH:-64}"
-LR="${LR:-0.03}"
+BATCH="${BATCH:-256}"
+LR="${LR:-0.1}"
 CLIP="${CLIP:-5}"
 SEED="${SEED:-0}"
 DEVICE="${DEVICE:-auto}"
@@ -56,8 +60,8 @@ LIMIT="${LIMIT:-0}"
 VAL_LIMIT="${VAL_LIMIT:-0}"
 CALIB_N="${CALIB_N:-1000}"
 PY="${PYTHON:-python3}"
-TEACHER_SIZE="${TEACHER_SIZE:-0}"
-TEACHER_EPOCHS="${TEACHER_EPOCHS:-$EPOCHS}"
+TEACHER_SIZE="${TEACHER_SIZE:-112}"
+TEACHER_EPOCHS="${TEACHER_EPOCHS:-23}"
 TEACHER_LR="${TEACHER_LR:-$LR}"
 TEACHER_BUDGET_S="${TEACHER_BUDGET_S:-0}"
 BUDGET_S="${BUDGET_S:-0}"
@@ -96,7 +100,9 @@ train() {
         --limit "$LIMIT" --val-limit "$VAL_LIMIT" --budget-s "$budget" "$@" 2>&1 | tee -a "$out/train.log"
 }
 student=()
-if [ "$TEACHER_SIZE" -gt 0 ]; then
+if [ -n "${TEACHER_CKPT:-}" ]; then
+    student=(--teacher "$TEACHER_CKPT" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
+elif [ "$TEACHER_SIZE" -gt 0 ]; then
     train "$RUN/teacher" "$TEACHER_SIZE" "$TEACHER_LR" "$TEACHER_BUDGET_S" --epochs "$TEACHER_EPOCHS"
     echo "teacher: $(( $(date +%s) - start )) s" | tee -a "$RUN/train.log"
     student=(--teacher "$RUN/teacher/best-ferplus.pt" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
