@@ -106,8 +106,12 @@ def augment_batch(img_u8, size, gen, a, teacher_size=0):
     ty = U(-a.aug_shift, a.aug_shift) * 2
     flip = torch.where(torch.rand(b, generator=gen).to(dev) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(ang) * s, torch.sin(ang) * s
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
-                         torch.stack([sin * flip, cos, ty], 1)], 1)
+    m00, m01, m10, m11 = cos * flip, -sin, sin * flip, cos
+    if a.aug_shear > 0:  # x' = x + k·y before the rotation (drawn only when on: same RNG stream)
+        k = U(-a.aug_shear, a.aug_shear)
+        m01, m11 = m00 * k + m01, m10 * k + m11
+    theta = torch.stack([torch.stack([m00, m01, tx], 1),
+                         torch.stack([m10, m11, ty], 1)], 1)
     c = U(1 - a.aug_contrast, 1 + a.aug_contrast).view(b, 1, 1, 1)
     br = U(-a.aug_bright, a.aug_bright).view(b, 1, 1, 1)
 
@@ -167,6 +171,8 @@ def parse_args(argv=None):
     ap.add_argument("--aug-scale", type=float, default=0.10)
     ap.add_argument("--aug-rot", type=float, default=10.0, help="degrees")
     ap.add_argument("--aug-shift", type=float, default=0.08, help="fraction of the width")
+    ap.add_argument("--aug-shear", type=float, default=0.0,
+                    help="horizontal shear factor, uniform in [-x, x] (0 = off)")
     ap.add_argument("--aug-contrast", type=float, default=0.2)
     ap.add_argument("--aug-bright", type=float, default=0.1)
     ap.add_argument("--clip-grad", type=float, default=5.0,
