@@ -16,19 +16,17 @@ shift
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${SLOT_WORK:-/tmp/emonet-slot}"
 run="$work/run"
+weights="$work/weights/mobilenet_v2-b0353104.pth"
 mkdir -p "$results" "$run/teacher"
 log="$results/slot.log"
 export PYTHONUNBUFFERED=1
 
+# keep SRC DEST: copy SRC (if it exists yet) so that DEST is never half-written
+keep() { [ -f "$1" ] && cp "$1" "$2.tmp" && mv "$2.tmp" "$2"; }
+
 collect() {
-    for f in best-ferplus best-fer2013 last; do
-        [ -f "$run/$f.pt" ] && cp "$run/$f.pt" "$results/student-$f.pt.tmp" &&
-            mv "$results/student-$f.pt.tmp" "$results/student-$f.pt"
-    done
-    for f in best-ferplus best-fer2013; do
-        [ -f "$run/teacher/$f.pt" ] && cp "$run/teacher/$f.pt" "$results/teacher-$f.pt.tmp" &&
-            mv "$results/teacher-$f.pt.tmp" "$results/teacher-$f.pt"
-    done
+    for f in best-ferplus best-fer2013 last; do keep "$run/$f.pt" "$results/student-$f.pt"; done
+    for f in best-ferplus best-fer2013; do keep "$run/teacher/$f.pt" "$results/teacher-$f.pt"; done
     (cd "$run" && tar czf "$results/logs.tgz.tmp" $(ls train.log log.jsonl config.json \
         teacher/train.log teacher/log.jsonl teacher/config.json 2>/dev/null)) &&
         mv "$results/logs.tgz.tmp" "$results/logs.tgz"
@@ -38,12 +36,12 @@ collect() {
 {
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv
     "${PYTHON:-python3}" "$here/gpu_pack.py" unpack --shards "$@" --data "$work/fer" \
-        --weights "$work/weights/mobilenet_v2-b0353104.pth" || exit 1
+        --weights "$weights" || exit 1
 } 2>&1 | tee "$log" || exit 1
 
 (while sleep 20; do collect; done) &
 collector=$!
-DATA="$work/fer" WEIGHTS="$work/weights/mobilenet_v2-b0353104.pth" \
+DATA="$work/fer" WEIGHTS="$weights" \
     timeout "${SLOT_TIMEOUT:-480}" "$here/gpu_run.sh" "$run" 2>&1 | tee -a "$log"
 rc=$?
 kill "$collector" 2>/dev/null

@@ -99,14 +99,14 @@ train() {
         --channels-last --amp "$AMP" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" \
         --limit "$LIMIT" --val-limit "$VAL_LIMIT" --budget-s "$budget" "$@" 2>&1 | tee -a "$out/train.log"
 }
-student=()
-if [ -n "${TEACHER_CKPT:-}" ]; then
-    student=(--teacher "$TEACHER_CKPT" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
-elif [ "$TEACHER_SIZE" -gt 0 ]; then
+teacher="${TEACHER_CKPT:-}"
+if [ -z "$teacher" ] && [ "$TEACHER_SIZE" -gt 0 ]; then
     train "$RUN/teacher" "$TEACHER_SIZE" "$TEACHER_LR" "$TEACHER_BUDGET_S" --epochs "$TEACHER_EPOCHS"
     echo "teacher: $(( $(date +%s) - start )) s" | tee -a "$RUN/train.log"
-    student=(--teacher "$RUN/teacher/best-ferplus.pt" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
+    teacher="$RUN/teacher/best-ferplus.pt"
 fi
+student=()
+[ -z "$teacher" ] || student=(--teacher "$teacher" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
 if [ "$PLAN_EPOCHS" -gt 0 ] && [ "$RETIME_AT" -gt 0 ]; then
     train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$PLAN_EPOCHS" --stop-after "$RETIME_AT" "${student[@]}"
     train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$EPOCHS" --retime "${student[@]}"

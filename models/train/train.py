@@ -449,10 +449,12 @@ def main(argv=None):
         model = model.to(memory_format=torch.channels_last)
     teacher = load_teacher(a.teacher, dev, a.channels_last) if a.teacher else None
     ck_path = os.path.join(a.out, "ckpt.pt")
+    ck = torch.load(ck_path, map_location="cpu", weights_only=False) \
+        if a.resume and os.path.exists(ck_path) else None
     probe = None
     if a.budget_s > 0:
-        if a.resume and os.path.exists(ck_path):  # the interrupted run's choice stands
-            a.epochs = torch.load(ck_path, map_location="cpu", weights_only=False)["config"]["epochs"]
+        if ck:  # the interrupted run's choice stands
+            a.epochs = ck["config"]["epochs"]
         else:
             a.epochs, probe = epochs_for_budget(model, teacher, data, va, a, dev)
     steps_per_epoch = len(data[0]) // a.batch_size
@@ -464,8 +466,7 @@ def main(argv=None):
     if probe:
         config["budget_probe"] = probe
     state = {"step": 0, "epoch": 0, "best": {"ferplus": -1.0, "fer2013": -1.0}}
-    if a.resume and os.path.exists(ck_path):
-        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    if ck:
         if a.stop_after and ck["state"]["epoch"] >= a.stop_after:
             print(f"{ck_path} is at epoch {ck['state']['epoch']} >= --stop-after {a.stop_after}", flush=True)
             return
