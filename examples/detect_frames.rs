@@ -3,7 +3,7 @@
 //! Used by `models/tools/detection_bench/run.sh`.
 //!
 //! ```text
-//! cargo run --release --example detect_frames -- --range full FRAME…
+//! cargo run --release --example detect_frames -- --range far FRAME…
 //! {"frame":"a.png","ms":4.1,"faces":[[x, y, w, h, score], …]}
 //! ```
 //! `--tiles` runs the model on the whole frame and on six overlapping 256×256 tiles of a
@@ -21,12 +21,16 @@ use image::RgbImage;
 
 #[derive(Parser)]
 struct Args {
-    /// `short` or `full`: which shipped BlazeFace model (in `models/`).
+    /// `short`, `full` or `far`: which shipped detector (in `models/`).
     #[arg(long, default_value = "short")]
     range: String,
-    /// Minimum face score.
-    #[arg(long, default_value_t = DetectorSettings::default().score_threshold)]
-    score_threshold: f32,
+    /// Minimum face score (default: the range's).
+    #[arg(long)]
+    score_threshold: Option<f32>,
+    /// At most this many faces per image (the daemon's default is 8; the benchmark's group-photo
+    /// windows hold more).
+    #[arg(long, default_value_t = 100)]
+    max_faces: usize,
     /// Also run on 3 × 2 overlapping tiles and merge.
     #[arg(long)]
     tiles: bool,
@@ -93,12 +97,14 @@ fn main() -> Result<()> {
     let range = match args.range.as_str() {
         "short" => DetectorRange::Short,
         "full" => DetectorRange::Full,
-        r => anyhow::bail!("--range {r:?}: expected short or full"),
+        "far" => DetectorRange::Far,
+        r => anyhow::bail!("--range {r:?}: expected short, full or far"),
     };
     let settings = DetectorSettings {
         range,
         model: PathBuf::from("models").join(range.default_file()),
         score_threshold: args.score_threshold,
+        max_faces: args.max_faces,
         ..DetectorSettings::default()
     };
     let det = FaceDetector::load(&settings)?;

@@ -74,7 +74,8 @@ pub struct ReplaySettings {
     pub looped: bool,
 }
 
-/// Which BlazeFace model finds the faces (MediaPipe's two; see `models/README.md`).
+/// Which model finds the faces (MediaPipe's two BlazeFace models, or CenterFace; see
+/// `models/README.md`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DetectorRange {
@@ -84,6 +85,9 @@ pub enum DetectorRange {
     /// `blazeface-full.onnx`, 192×192: faces from about 56–64 px wide in a 640×480 frame (a few
     /// metres away), several times the detection cost.
     Full,
+    /// `centerface.onnx`, 384×288: faces from about 40 px wide in a 640×480 frame (a visitor
+    /// 3 m away), about ten times the short-range cost.
+    Far,
 }
 
 impl DetectorRange {
@@ -92,20 +96,31 @@ impl DetectorRange {
         match self {
             DetectorRange::Short => DEFAULT_DETECTOR_FILE,
             DetectorRange::Full => FULL_RANGE_DETECTOR_FILE,
+            DetectorRange::Far => FAR_RANGE_DETECTOR_FILE,
+        }
+    }
+
+    /// The minimum face score used when `score_threshold` is not set: the value at which the
+    /// model reaches its benchmark recall without false positives on face-free frames.
+    pub fn default_score_threshold(self) -> f32 {
+        match self {
+            DetectorRange::Short | DetectorRange::Full => 0.6,
+            DetectorRange::Far => 0.5,
         }
     }
 }
 
-/// Face detection (BlazeFace): the daemon's, `emonet classify`'s and `emonet bench`'s settings.
+/// Face detection: the daemon's, `emonet classify`'s and `emonet bench`'s settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorSettings {
-    /// `short` or `full`: which model. With `model` left at its default, the range picks the
-    /// shipped file; a `model` of the other range is an error.
+    /// `short`, `full` or `far`: which model. With `model` left at its default, the range picks
+    /// the shipped file; a `model` of another range is an error.
     pub range: DetectorRange,
     pub model: PathBuf,
-    /// Minimum face score (0..1) to keep a detection.
-    pub score_threshold: f32,
+    /// Minimum face score (0..1) to keep a detection; unset: the range's default
+    /// ([`DetectorRange::default_score_threshold`]).
+    pub score_threshold: Option<f32>,
     /// Detections overlapping a better one by more than this IoU are merged / suppressed (0..1).
     pub nms_iou: f32,
     /// At most this many faces per frame, best first.
@@ -259,6 +274,8 @@ pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
 pub const DEFAULT_DETECTOR_FILE: &str = "blazeface-short.onnx";
 /// The full-range detector file (`detector.range = "full"`).
 pub const FULL_RANGE_DETECTOR_FILE: &str = "blazeface-full.onnx";
+/// The distance detector file (`detector.range = "far"`).
+pub const FAR_RANGE_DETECTOR_FILE: &str = "centerface.onnx";
 pub const DEFAULT_CLASSIFIER_FILE: &str = "emotion-mnv2-w8.onnx";
 
 impl Default for DetectorSettings {
@@ -266,7 +283,7 @@ impl Default for DetectorSettings {
         DetectorSettings {
             range: DetectorRange::Short,
             model: Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_DETECTOR_FILE),
-            score_threshold: 0.6,
+            score_threshold: None,
             nms_iou: 0.3,
             max_faces: 8,
             min_face_size: 0.0,
@@ -488,6 +505,7 @@ impl Settings {
     /// The effective configuration as TOML (secrets masked), for `emonet check`.
     pub fn to_toml_masked(&self) -> String {
         let mut copy = self.clone();
+        copy.detector.score_threshold = Some(self.detector.score_threshold());
         if !copy.mqtt.password.is_empty() {
             copy.mqtt.password = "********".into();
         }
@@ -586,7 +604,11 @@ impl DetectorSettings {
     /// With `model` naming one of the shipped detector files, points it at the file of
     /// `range` in the same folder (so `range = "full"` alone switches models).
     pub fn apply_range(&mut self) {
-        let shipped = [DEFAULT_DETECTOR_FILE, FULL_RANGE_DETECTOR_FILE];
+        let shipped = [
+            DEFAULT_DETECTOR_FILE,
+            FULL_RANGE_DETECTOR_FILE,
+            FAR_RANGE_DETECTOR_FILE,
+        ];
         if shipped
             .iter()
             .any(|f| self.model.file_name() == Some(f.as_ref()))
@@ -595,9 +617,17 @@ impl DetectorSettings {
         }
     }
 
+    /// The minimum face score in force: the configured one, or the range's default.
+    pub fn score_threshold(&self) -> f32 {
+        self.score_threshold
+            .unwrap_or_else(|| self.range.default_score_threshold())
+    }
+
     /// The ranges, checked once for the config file and for a detector built by hand.
     pub fn validate(&self) -> Result<()> {
-        check_range("detector.score_threshold", self.score_threshold, 0.0, 1.0)?;
+        if let Some(t) = self.score_threshold {
+            check_range("detector.score_threshold", t, 0.0, 1.0)?;
+        }
         check_range("detector.max_faces", self.max_faces, 1, 100)?;
         check_range("detector.nms_iou", self.nms_iou, 0.0, 1.0)?;
         check_range("detector.min_face_size", self.min_face_size, 0.0, 1.0)
@@ -675,9 +705,12 @@ pub fn log_level(s: &str) -> Result<log::LevelFilter> {
 
 /// Dotted paths of every leaf key a file may set, derived from the defaults so the list never
 /// drifts from the structs.
+/// Keys whose default is unset, so the serialised defaults do not show them.
+const UNSET_BY_DEFAULT: &[&str] = &["detector.score_threshold"];
+
 fn known_keys() -> BTreeSet<String> {
     let value = toml::Value::try_from(Settings::default()).expect("defaults serialise");
-    let mut out = BTreeSet::new();
+    let mut out: BTreeSet<String> = UNSET_BY_DEFAULT.iter().map(|k| k.to_string()).collect();
     collect_keys(&value, "", &mut out);
     out
 }
@@ -847,6 +880,30 @@ mod tests {
         let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
         assert!(err.contains("classifier.reuse.max_frame"), "{err}");
         assert!(err.contains("classifier.reuse.max_frames"), "{err}");
+    }
+
+    #[test]
+    fn detector_range_picks_file_and_default_threshold() {
+        let f = write("[detector]\nrange = \"far\"\n");
+        let s = Settings::load_with_env(f.path(), &[]).unwrap();
+        assert_eq!(
+            s.detector.model.file_name().unwrap(),
+            FAR_RANGE_DETECTOR_FILE
+        );
+        assert_eq!(s.detector.score_threshold(), 0.5);
+        let f = write("[detector]\nrange = \"short\"\n");
+        let s = Settings::load_with_env(f.path(), &[]).unwrap();
+        assert_eq!(s.detector.model.file_name().unwrap(), DEFAULT_DETECTOR_FILE);
+        assert_eq!(s.detector.score_threshold(), 0.6);
+        let f = write("[detector]\nrange = \"far\"\nscore_threshold = 0.7\n");
+        let s = Settings::load_with_env(f.path(), &[]).unwrap();
+        assert_eq!(s.detector.score_threshold(), 0.7);
+        let f = write("[detector]\nscore_threshold = 1.7\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("detector.score_threshold"), "{err}");
+        let f = write("[detector]\nrange = \"near\"\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("near"), "{err}");
     }
 
     #[test]

@@ -208,7 +208,7 @@ fn detect_then_classify_fer_faces() {
     // The detector settings the floor was measured with.
     let det = FaceDetector::load(&DetectorSettings {
         model: detector_model(),
-        score_threshold: 0.5,
+        score_threshold: Some(0.5),
         max_faces: 10,
         ..DetectorSettings::default()
     })

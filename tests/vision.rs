@@ -137,12 +137,12 @@ fn settings_limit_and_threshold() {
     let img = load("astronaut.png");
     let mut det = detector();
     det.set_settings(DetectorSettings {
-        score_threshold: 0.999,
+        score_threshold: Some(0.999),
         ..detector_settings()
     });
     assert!(det.detect(&img).unwrap().is_empty());
     det.set_settings(DetectorSettings {
-        score_threshold: 0.5,
+        score_threshold: Some(0.5),
         max_faces: 0,
         ..detector_settings()
     });
@@ -256,7 +256,7 @@ fn classify_image_json_and_errors() {
         range: emonet::config::DetectorRange::Short,
         detector: Some(detector_model()),
         annotate: None,
-        score_threshold: 0.5,
+        score_threshold: Some(0.5),
         nms_iou: 0.3,
         max_faces: 10,
     };
@@ -327,4 +327,111 @@ fn classify_and_run_agree_on_the_sample_frames() {
         faces_seen += faces.len();
     }
     assert!(faces_seen > 0, "the sample frames hold faces");
+}
+
+fn far_detector() -> FaceDetector {
+    FaceDetector::load(&DetectorSettings {
+        range: emonet::config::DetectorRange::Far,
+        model: common::model(emonet::config::FAR_RANGE_DETECTOR_FILE),
+        ..DetectorSettings::default()
+    })
+    .expect("load far-range detector")
+}
+
+/// CenterFace (`range = "far"`) finds the astronaut, with its five landmarks, and draws the box
+/// BlazeFace draws: square in pixels and overlapping the short-range box closely, so the
+/// classifier crops the same face either way. Nothing on the coffee cup.
+#[test]
+fn far_range_finds_the_astronaut_with_a_blazeface_box() {
+    let img = load("astronaut.png");
+    let det = far_detector();
+    assert_eq!(det.range(), emonet::config::DetectorRange::Far);
+    let faces = det.detect(&img).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:#?}");
+    let f = &faces[0];
+    let (cx, cy) = center(f);
+    assert!(
+        (0.38..0.50).contains(&cx) && (0.17..0.32).contains(&cy),
+        "{f:?}"
+    );
+    assert!((f.bbox.w - f.bbox.h).abs() < 1e-3, "not square: {f:?}");
+    assert_eq!(f.keypoints.len(), 5);
+    let (le, re, nose) = (f.keypoints[0], f.keypoints[1], f.keypoints[2]);
+    assert!(le.0 < nose.0 && nose.0 < re.0, "{f:?}");
+    assert!(nose.1 > le.1 && nose.1 > re.1, "{f:?}");
+    let short = detector().detect(&img).unwrap().remove(0);
+    let iou = f.bbox.iou(&short.bbox);
+    assert!(
+        iou > 0.7,
+        "IoU with the short-range box {iou}: {f:?} vs {short:?}"
+    );
+    assert!(det.detect(&load("coffee.png")).unwrap().is_empty());
+}
+
+/// A visitor a few metres away: the astronaut's head scaled to a 48-px-wide face, twice, in a
+/// 640×480 frame. The far range finds both where they are; the short range finds neither.
+#[test]
+fn far_range_finds_faces_the_short_range_misses() {
+    let astro = load("astronaut.png");
+    let reference = far_detector().detect(&astro).unwrap().remove(0);
+    // head and shoulders region, scaled so the face (~110 px in the photo) is ~48 px wide
+    let (rx, ry, rw, rh) = (120u32, 10u32, 220u32, 240u32);
+    let scale = 48.0 / (reference.bbox.w * 512.0);
+    let head = image::imageops::crop_imm(&astro, rx, ry, rw, rh).to_image();
+    let (hw, hh) = (
+        (rw as f32 * scale).round() as u32,
+        (rh as f32 * scale).round() as u32,
+    );
+    let head = image::imageops::resize(&head, hw, hh, image::imageops::FilterType::Triangle);
+    let mut frame = RgbImage::from_pixel(640, 480, image::Rgb([110, 120, 115]));
+    let places = [(90u32, 140u32), (470, 300)];
+    for &(x, y) in &places {
+        image::imageops::replace(&mut frame, &head, x as i64, y as i64);
+    }
+    let faces = far_detector().detect(&frame).unwrap();
+    assert_eq!(faces.len(), 2, "{faces:#?}");
+    for &(x, y) in &places {
+        // the reference box, moved and scaled with the head
+        let want = emonet::vision::BBox {
+            x: (x as f32 + (reference.bbox.x * 512.0 - rx as f32) * scale) / 640.0,
+            y: (y as f32 + (reference.bbox.y * 512.0 - ry as f32) * scale) / 480.0,
+            w: reference.bbox.w * 512.0 * scale / 640.0,
+            h: reference.bbox.h * 512.0 * scale / 480.0,
+        };
+        let best = faces.iter().map(|f| f.bbox.iou(&want)).fold(0.0, f32::max);
+        assert!(best > 0.5, "no face near {want:?}: {faces:#?}");
+    }
+    let short = detector().detect(&frame).unwrap();
+    assert!(
+        short.is_empty(),
+        "the short range now sees 48-px faces: {short:#?}"
+    );
+}
+
+/// A detector file of another range than `detector.range`, or no detector at all, is refused
+/// with the file and both ranges named.
+#[test]
+fn detector_file_must_match_the_range() {
+    let e = FaceDetector::load(&DetectorSettings {
+        range: emonet::config::DetectorRange::Far,
+        ..detector_settings()
+    })
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(emonet::config::DEFAULT_DETECTOR_FILE)
+            && e.contains("short-range")
+            && e.contains("detector.range = far"),
+        "{e}"
+    );
+    let e = FaceDetector::load(&DetectorSettings {
+        model: classifier_model(),
+        ..detector_settings()
+    })
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(emonet::config::DEFAULT_CLASSIFIER_FILE) && e.contains("[1, 3, 288, 384]"),
+        "{e}"
+    );
 }

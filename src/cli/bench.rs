@@ -61,7 +61,7 @@ pub struct BenchArgs {
     /// Face detector to use instead of the default.
     #[arg(long, value_name = "PATH")]
     pub detector: Option<PathBuf>,
-    /// `detector.range` (`short` or `full`) instead of the config's / the default.
+    /// `detector.range` (`short`, `full` or `far`) instead of the config's / the default.
     #[arg(long, value_enum)]
     pub range: Option<crate::config::DetectorRange>,
     /// Frames to time (after the warm-up), cycling through the folder.

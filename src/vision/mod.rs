@@ -53,7 +53,8 @@ pub struct Face {
     /// Detector confidence, 0..1.
     pub score: f32,
     /// Key points in normalised frame coordinates. For BlazeFace: right eye, left eye, nose tip,
-    /// mouth, right ear tragion, left ear tragion (the subject's right/left).
+    /// mouth, right ear tragion, left ear tragion (the subject's right/left). For CenterFace: the
+    /// eyes, the nose tip and the mouth corners, left to right in the image.
     pub keypoints: Vec<(f32, f32)>,
 }
 
