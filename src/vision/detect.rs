@@ -734,6 +734,26 @@ mod tests {
         assert_eq!(lb.left, (128 - 43) / 2);
     }
 
+    /// CenterFace's 4:3 canvas: a 640×480 frame fills it; a 16:9 one is centred with bands above
+    /// and below, and points map back to the frame.
+    #[test]
+    fn letterbox_on_a_non_square_canvas() {
+        let lb = Letterbox::for_frame(640, 480, 384, 288);
+        assert_eq!((lb.w, lb.h, lb.left, lb.top), (384, 288, 0, 0));
+        let lb = Letterbox::for_frame(1280, 720, 384, 288);
+        assert_eq!((lb.w, lb.h, lb.left, lb.top), (384, 216, 0, 36));
+        let (x, y) = lb.to_frame(0.5, 36.0 / 288.0);
+        assert!((x - 0.5).abs() < 1e-6 && y.abs() < 1e-6, "{x} {y}");
+        let (_, y) = lb.to_frame(0.0, 252.0 / 288.0);
+        assert!((y - 1.0).abs() < 1e-6, "{y}");
+        assert!(anchors(DetectorRange::Far).is_empty());
+        assert_eq!(
+            DetectorRange::from_input_shape(&[1, 3, 288, 384]),
+            Some(DetectorRange::Far)
+        );
+        assert_eq!(DetectorRange::from_input_shape(&[1, 288, 384, 3]), None);
+    }
+
     #[test]
     fn full_range_anchor_layout_matches_mediapipe() {
         let a = anchors(DetectorRange::Full);
