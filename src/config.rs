@@ -703,11 +703,11 @@ pub fn log_level(s: &str) -> Result<log::LevelFilter> {
     })
 }
 
-/// Dotted paths of every leaf key a file may set, derived from the defaults so the list never
-/// drifts from the structs.
 /// Keys whose default is unset, so the serialised defaults do not show them.
 const UNSET_BY_DEFAULT: &[&str] = &["detector.score_threshold"];
 
+/// Dotted paths of every leaf key a file may set, derived from the defaults so the list never
+/// drifts from the structs.
 fn known_keys() -> BTreeSet<String> {
     let value = toml::Value::try_from(Settings::default()).expect("defaults serialise");
     let mut out: BTreeSet<String> = UNSET_BY_DEFAULT.iter().map(|k| k.to_string()).collect();

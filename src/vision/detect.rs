@@ -217,8 +217,8 @@ enum Decoder {
         regressors_ix: usize,
         scores_ix: usize,
     },
-    /// Output indices of the heatmap, box size, offset and landmark maps.
-    CenterFace { maps: [usize; 4] },
+    /// Outputs in file order: heatmap, box size, offset, landmark maps.
+    CenterFace,
 }
 
 struct Scratch {
@@ -331,9 +331,7 @@ impl FaceDetector {
             Decoder::BlazeFace { .. } => {
                 fill_nhwc_signed(&mut scratch.input, &scratch.resized, &lb)
             }
-            Decoder::CenterFace { .. } => {
-                fill_nchw_pixels(&mut scratch.input, &scratch.resized, &lb)
-            }
+            Decoder::CenterFace => fill_nchw_pixels(&mut scratch.input, &scratch.resized, &lb),
         }
 
         // 2. Run the model.
@@ -354,10 +352,10 @@ impl FaceDetector {
                 let logits = logits.as_slice().context("scores not contiguous")?;
                 self.decode_blazeface(anchors, regressors, logits)
             }
-            Decoder::CenterFace { maps } => {
-                let views = maps
+            Decoder::CenterFace => {
+                let views = outputs
                     .iter()
-                    .map(|&i| outputs[i].to_plain_array_view::<f32>())
+                    .map(|o| o.to_plain_array_view::<f32>())
                     .collect::<TractResult<Vec<_>>>()?;
                 let slices = views
                     .iter()
@@ -548,7 +546,7 @@ fn centerface_decoder(shapes: &[Vec<usize>], range: DetectorRange) -> Result<Dec
         shapes == want.as_slice(),
         "not a CenterFace model: outputs {shapes:?}, expected {want:?}"
     );
-    Ok(Decoder::CenterFace { maps: [0, 1, 2, 3] })
+    Ok(Decoder::CenterFace)
 }
 
 /// BlazeFace input: the resized frame at its letterbox place in an NHWC canvas, pixels scaled to
