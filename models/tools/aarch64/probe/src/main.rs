@@ -20,6 +20,10 @@ fn main() -> TractResult<()> {
         }
     }
     let timed = std::env::var("PROBE_TIME").is_ok();
+    if std::env::var("PROBE_BASE").is_ok() {
+        // where the loader put this binary: profile_insns.py maps guest addresses to symbols
+        println!("probe_main {:p}", main as fn() -> TractResult<()>);
+    }
     let inference = tract_onnx::onnx().model_for_path(path)?;
     let shape = inference.input_fact(0)?.shape.as_concrete_finite()?.expect("fixed shape").to_vec();
     let mut typed = inference
@@ -35,6 +39,9 @@ fn main() -> TractResult<()> {
         let mut ops = std::collections::BTreeMap::<String, usize>::new();
         for node in plan.model().nodes() {
             *ops.entry(node.op().name().to_string()).or_default() += 1;
+            if std::env::var("PROBE_OPS").is_ok_and(|v| v == "info") {
+                println!("node {} {} {:?}", node.name, node.op().name(), node.op().info()?);
+            }
         }
         for (op, n) in &ops {
             println!("op {op} {n}");
