@@ -17,8 +17,8 @@ use emonet::config::{Settings, TrackerSettings, DEFAULT_CLASSIFIER_FILE, DEFAULT
 use emonet::event::EventPayload;
 use emonet::frame::decode_image;
 use emonet::mqtt::Outbox;
-use emonet::pipeline::Pipeline;
-use emonet::reuse::{ReuseSettings, ScoreReuse};
+use emonet::pipeline::{Pipeline, Stream};
+use emonet::reuse::{ReuseSettings, SceneReuseSettings};
 use emonet::track::Tracker;
 use emonet::vision::classify::face_crop_rect;
 use emonet::vision::{DetectorSettings, EmotionClassifier, FaceDetector};
@@ -172,11 +172,17 @@ fn bench_pipeline(c: &mut Criterion) {
         s.detector.model = model(DEFAULT_DETECTOR_FILE);
         s.classifier.model = path.clone();
         let p = Pipeline::load(&s).unwrap();
-        // every face classified on every frame (no reuse): the full per-frame cost
-        let mut every_frame = ScoreReuse::new(ReuseSettings {
-            max_frames: 0,
-            ..ReuseSettings::default()
-        });
+        // every frame detected and every face classified (no reuse): the full per-frame cost
+        let mut every_frame = Stream::new(
+            SceneReuseSettings {
+                max_frames: 0,
+                ..SceneReuseSettings::default()
+            },
+            ReuseSettings {
+                max_frames: 0,
+                ..ReuseSettings::default()
+            },
+        );
         g.bench_function(format!("detect_classify/{}", short(&path)), |b| {
             b.iter(|| p.process(black_box(&img), &mut every_frame).unwrap())
         });

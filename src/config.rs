@@ -130,6 +130,28 @@ pub struct DetectorSettings {
     pub min_face_size: f32,
     /// Weighted NMS (average of the overlapping boxes, as MediaPipe does) instead of plain NMS.
     pub weighted_nms: bool,
+    /// When a frame may take the faces found on a recent one instead of running the detector.
+    pub reuse: SceneReuseSettings,
+}
+
+/// When the faces detected on a recent frame stand in for detecting again (see
+/// [`crate::reuse`]): the frame must not have changed since that detection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SceneReuseSettings {
+    /// Frames a detection's faces may be reused after it (0 = detect on every frame).
+    pub max_frames: u32,
+    /// Largest change of any cell of the frame's 16×12 luma grid, in grey levels (0..255).
+    pub max_change: f32,
+}
+
+impl Default for SceneReuseSettings {
+    fn default() -> Self {
+        SceneReuseSettings {
+            max_frames: 2,
+            max_change: 2.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -288,6 +310,7 @@ impl Default for DetectorSettings {
             max_faces: 8,
             min_face_size: 0.0,
             weighted_nms: true,
+            reuse: SceneReuseSettings::default(),
         }
     }
 }
@@ -630,7 +653,9 @@ impl DetectorSettings {
         }
         check_range("detector.max_faces", self.max_faces, 1, 100)?;
         check_range("detector.nms_iou", self.nms_iou, 0.0, 1.0)?;
-        check_range("detector.min_face_size", self.min_face_size, 0.0, 1.0)
+        check_range("detector.min_face_size", self.min_face_size, 0.0, 1.0)?;
+        check_range("detector.reuse.max_frames", self.reuse.max_frames, 0, 1000)?;
+        check_grey_levels("detector.reuse.max_change", self.reuse.max_change)
     }
 }
 
@@ -638,14 +663,16 @@ impl ReuseSettings {
     pub fn validate(&self) -> Result<()> {
         check_range("classifier.reuse.min_iou", self.min_iou, 0.0, 1.0)?;
         check_range("classifier.reuse.max_frames", self.max_frames, 0, 1000)?;
-        if !(0.0..=255.0).contains(&self.max_change) {
-            bail!(
-                "classifier.reuse.max_change must be in [0, 255] grey levels, got {}",
-                self.max_change
-            );
-        }
-        Ok(())
+        check_grey_levels("classifier.reuse.max_change", self.max_change)
     }
+}
+
+/// A change threshold in grey levels, `[0, 255]`.
+fn check_grey_levels(key: &str, v: f32) -> Result<()> {
+    if !(0.0..=255.0).contains(&v) {
+        bail!("{key} must be in [0, 255] grey levels, got {v}");
+    }
+    Ok(())
 }
 
 impl TrackerSettings {
@@ -880,6 +907,25 @@ mod tests {
         let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
         assert!(err.contains("classifier.reuse.max_frame"), "{err}");
         assert!(err.contains("classifier.reuse.max_frames"), "{err}");
+    }
+
+    #[test]
+    fn detector_reuse_table_env_and_bounds() {
+        assert_eq!(Settings::default().detector.reuse.max_frames, 2);
+        let f = write("[detector.reuse]\nmax_change = 4.5\n");
+        let env = vec![(
+            "EMONET__DETECTOR__REUSE__MAX_FRAMES".to_string(),
+            "0".to_string(),
+        )];
+        let s = Settings::load_with_env(f.path(), &env).unwrap();
+        assert_eq!(
+            (s.detector.reuse.max_frames, s.detector.reuse.max_change),
+            (0, 4.5)
+        );
+        let f = write("[detector.reuse]\nmax_change = 300\n");
+        let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+        assert!(err.contains("detector.reuse.max_change"), "{err}");
+        assert!(err.contains("300"), "{err}");
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct FrameCounts {
     pub dropped: u64,
     /// Could not be decoded; skipped.
     pub corrupt: u64,
+    /// Processed, with the faces of a recent frame: nothing had changed (`detector.reuse`).
+    #[serde(default)]
+    pub detection_reused: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]

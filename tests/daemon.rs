@@ -93,6 +93,7 @@ fn events_state_availability_then_clean_sigterm() {
         "{stats}"
     );
     assert!(stats["faces"]["reused"].is_u64(), "{stats}");
+    assert!(stats["frames"]["detection_reused"].is_u64(), "{stats}");
 
     daemon.signal("TERM");
     let status = daemon.wait(Duration::from_secs(15));

@@ -435,3 +435,57 @@ fn detector_file_must_match_the_range() {
         "{e}"
     );
 }
+
+/// `detector.reuse` on real frames: a repeated frame, and the same frame with sensor-like noise,
+/// take the last detection's faces (which a fresh detection of them matches); on the sample
+/// frames, where the face moves and changes every frame, the detector runs on every one.
+#[test]
+fn detections_are_reused_only_on_an_unchanged_scene() {
+    let pipeline = default_pipeline(); // detector.reuse at its default: 2 frames, 2 grey levels
+    let frames: Vec<RgbImage> = (0..20)
+        .map(|i| {
+            let p = root().join(format!("samples/frames/{i:04}.jpg"));
+            emonet::frame::read_image(&p).expect("sample frame")
+        })
+        .collect();
+    let with_face = frames
+        .iter()
+        .find(|f| !pipeline.detector.detect(f).unwrap().is_empty())
+        .expect("a sample frame with a face");
+    let mut noisy = with_face.clone();
+    let mut state = 0x9e37_79b9u32;
+    for p in noisy.pixels_mut() {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let n = (state % 5) as i16 - 2; // ±2 levels
+        p.0 = p.0.map(|v| (v as i16 + n).clamp(0, 255) as u8);
+    }
+    let mut stream = pipeline.new_stream();
+    let (first, t) = pipeline.process(with_face, &mut stream).unwrap();
+    assert!(!t.detection_reused && !first.is_empty());
+    let (again, t) = pipeline.process(&noisy, &mut stream).unwrap();
+    assert!(
+        t.detection_reused,
+        "a frame that only gained noise was detected again"
+    );
+    let fresh = pipeline.detector.detect(&noisy).unwrap();
+    assert_eq!(again.len(), fresh.len());
+    for ((kept, _), new) in again.iter().zip(&fresh) {
+        assert!(kept.bbox.iou(&new.bbox) > 0.9, "{kept:?} vs {new:?}");
+    }
+
+    let mut stream = pipeline.new_stream();
+    for (i, frame) in frames.iter().enumerate() {
+        let (faces, t) = pipeline.process(frame, &mut stream).unwrap();
+        let fresh = pipeline.detector.detect(frame).unwrap();
+        assert_eq!(faces.len(), fresh.len(), "frame {i}");
+        if i > 0 && frames[i - 1] != *frame {
+            assert!(
+                !t.detection_reused,
+                "frame {i} took frame {}'s faces",
+                i - 1
+            );
+        }
+    }
+}

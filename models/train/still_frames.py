@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Frames of a still face for `emonet bench`: one sample frame with independent Gaussian camera
-noise per frame, so the reuse of classifications (`[classifier.reuse]`) can be measured.
+noise per frame, so the reuse of classifications (`[classifier.reuse]`) and of detections
+(`[detector.reuse]`) can be measured.
 
     python3 models/train/still_frames.py --out /tmp/still
     target/release/emonet bench --frames /tmp/still --frames-count 300 --reuse-max-frames 2

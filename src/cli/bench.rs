@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// frame; default: the config's, 2 without one). The throughput table always classifies.
     #[arg(long, value_name = "N")]
     pub reuse_max_frames: Option<u32>,
+    /// `detector.reuse.max_frames` for the real-time run (0 = detect on every frame; default:
+    /// the config's, 2 without one). The throughput table always detects.
+    #[arg(long, value_name = "N")]
+    pub detect_reuse_max_frames: Option<u32>,
     /// Face detector to use instead of the default.
     #[arg(long, value_name = "PATH")]
     pub detector: Option<PathBuf>,
@@ -154,6 +158,9 @@ pub struct RealTime {
     pub reuse_max_frames: u32,
     pub faces_classified: usize,
     pub faces_reused: usize,
+    /// `detector.reuse.max_frames` of this run, and the frames that took a recent frame's faces.
+    pub detect_reuse_max_frames: u32,
+    pub detections_reused: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -257,6 +264,9 @@ fn settings_for(args: &BenchArgs) -> Result<(Settings, PathBuf)> {
     if let Some(n) = args.reuse_max_frames {
         s.classifier.reuse.max_frames = n;
     }
+    if let Some(n) = args.detect_reuse_max_frames {
+        s.detector.reuse.max_frames = n;
+    }
     Ok((s, frames))
 }
 
@@ -342,7 +352,7 @@ fn realtime(
     let failed = AtomicBool::new(false);
     let started = Instant::now();
     let mut worker_t = Vec::with_capacity(count);
-    let (mut faces_classified, mut faces_reused) = (0, 0);
+    let (mut faces_classified, mut faces_reused, mut detections_reused) = (0, 0, 0);
     std::thread::scope(|scope| -> Result<()> {
         let handoff = &handoff;
         let failed = &failed;
@@ -375,6 +385,7 @@ fn realtime(
             let report = worker.handle(&frame)?;
             faces_classified += report.times.faces.classified;
             faces_reused += report.times.faces.reused;
+            detections_reused += usize::from(report.times.detection_reused);
             worker_t.push(report.total);
         }
         Ok(())
@@ -395,6 +406,8 @@ fn realtime(
         reuse_max_frames: pipeline.reuse.max_frames,
         faces_classified,
         faces_reused,
+        detect_reuse_max_frames: pipeline.scene_reuse.max_frames,
+        detections_reused,
     })
 }
 
@@ -584,7 +597,8 @@ fn print_realtime(out: &mut impl std::io::Write, rt: &RealTime) -> Result<()> {
         out,
         "real time: camera at {:.1} fps, {} frames offered in {:.2} s: {} processed ({:.1} fps), \
          {} dropped; worker frame p50 {:.3} ms, p99 {:.3} ms; faces classified {}, \
-         reused {} (classifier.reuse.max_frames = {})",
+         reused {} (classifier.reuse.max_frames = {}); frames with a recent frame's faces {} \
+         (detector.reuse.max_frames = {})",
         rt.camera_fps,
         rt.offered,
         rt.seconds,
@@ -595,7 +609,9 @@ fn print_realtime(out: &mut impl std::io::Write, rt: &RealTime) -> Result<()> {
         rt.worker_frame.p99_ms,
         rt.faces_classified,
         rt.faces_reused,
-        rt.reuse_max_frames
+        rt.reuse_max_frames,
+        rt.detections_reused,
+        rt.detect_reuse_max_frames
     )?;
     Ok(())
 }
@@ -662,6 +678,7 @@ mod tests {
             detector: None,
             range: None,
             reuse_max_frames: None,
+            detect_reuse_max_frames: None,
             frames_count: 20,
             warmup: 1,
             camera_fps: 200.0,

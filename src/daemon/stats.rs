@@ -29,6 +29,8 @@ pub struct Counters {
     pub captured: AtomicU64,
     pub processed: AtomicU64,
     pub corrupt: AtomicU64,
+    /// Processed frames that took the faces of a recent one (`detector.reuse`).
+    pub detection_reused: AtomicU64,
     pub camera: Mutex<String>,
     pub faces_in_view: AtomicU64,
     pub classified: AtomicU64,
@@ -82,6 +84,9 @@ impl Counters {
             .fetch_add(faces.reused as u64, Ordering::Relaxed);
         self.faces_in_view
             .store(r.faces_in_view as u64, Ordering::Relaxed);
+        if r.times.detection_reused {
+            self.detection_reused.fetch_add(1, Ordering::Relaxed);
+        }
         self.processed.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -149,6 +154,7 @@ pub fn stats_payload(
             processed: counters.processed.load(Ordering::Relaxed),
             dropped: handoff.dropped(),
             corrupt: counters.corrupt.load(Ordering::Relaxed),
+            detection_reused: counters.detection_reused.load(Ordering::Relaxed),
         },
         faces: FaceCounts {
             classified: counters.classified.load(Ordering::Relaxed),
@@ -182,6 +188,12 @@ pub fn metrics_text(counters: &Counters, handoff: &LatestFrame, outbox: &Outbox)
         "Frames replaced by a newer one before inference got to them.",
         &[],
         handoff.dropped(),
+    );
+    w.counter(
+        "emonet_frames_detection_reused_total",
+        "Processed frames that took the faces of a recent one instead of running the detector.",
+        &[],
+        load(&counters.detection_reused),
     );
     w.counter(
         "emonet_frames_corrupt_total",

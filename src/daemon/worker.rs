@@ -1,4 +1,4 @@
-//! The per-frame path, written once: detect → classify (or reuse) → track → events and state
+//! The per-frame path, written once: detect (or reuse) → classify (or reuse) → track → events and state
 //! into the [`Outbox`]. The daemon's inference thread and `emonet bench` both drive a [`Worker`].
 
 use std::sync::Arc;
@@ -10,8 +10,7 @@ use crate::config::TrackerSettings;
 use crate::event::{encode, EventPayload, StatePayload};
 use crate::frame::Frame;
 use crate::mqtt::Outbox;
-use crate::pipeline::{Pipeline, StageTimes};
-use crate::reuse::ScoreReuse;
+use crate::pipeline::{Pipeline, StageTimes, Stream};
 use crate::track::{TrackEvent, Tracker};
 use crate::vision::annotate::Annotation;
 use crate::vision::{EmotionScores, Face};
@@ -21,7 +20,7 @@ use crate::web::LiveView;
 pub struct Worker<'a> {
     pipeline: &'a Pipeline,
     tracker: Tracker,
-    reuse: ScoreReuse,
+    stream: Stream,
     outbox: Arc<Outbox>,
     device_id: String,
     /// Events published so far (the payloads' `seq`).
@@ -53,7 +52,7 @@ impl<'a> Worker<'a> {
         Worker {
             pipeline,
             tracker: Tracker::new(tracker.clone()),
-            reuse: pipeline.new_stream(),
+            stream: pipeline.new_stream(),
             outbox,
             device_id: device_id.to_string(),
             seq: 0,
@@ -72,7 +71,7 @@ impl<'a> Worker<'a> {
     /// returned (the caller counts the frame and goes on); nothing is published then.
     pub fn handle(&mut self, frame: &Frame) -> Result<FrameReport> {
         let t0 = Instant::now();
-        let (faces, times) = self.pipeline.process(&frame.image, &mut self.reuse)?;
+        let (faces, times) = self.pipeline.process(&frame.image, &mut self.stream)?;
         let t1 = Instant::now();
         let events = self.publish(&faces, frame.captured);
         self.show(frame);
