@@ -27,6 +27,10 @@
 #            RUN/teacher, then distil it into the SIZE student (train.py --teacher, KD_ALPHA,
 #            KD_TEMP); default 112 (0: no teacher, plain fine-tuning)
 #   TEACHER_CKPT  distil from this trained teacher checkpoint instead (no teacher phase)
+#   TEACHER_CACHE 1: distil from the teacher's logits on each un-augmented training image and its
+#            mirror, computed once into RUN/teacher-targets.pt (train.py --teacher-cache), instead
+#            of running the teacher on every augmented view: the student phase then costs what
+#            plain fine-tuning costs (default 0)
 #   BUDGET_S, TEACHER_BUDGET_S   > 0: the epochs of student / teacher are chosen to fit this many
 #            seconds (at most EPOCHS / TEACHER_EPOCHS; train.py --budget-s; for GPU slots)
 #   EXPORT   0: stop after training (gpu_run.sh: the export runs where `tract` is installed)
@@ -67,6 +71,7 @@ TEACHER_BUDGET_S="${TEACHER_BUDGET_S:-0}"
 BUDGET_S="${BUDGET_S:-0}"
 KD_ALPHA="${KD_ALPHA:-0.5}"
 KD_TEMP="${KD_TEMP:-2}"
+TEACHER_CACHE="${TEACHER_CACHE:-0}"
 EXPORT="${EXPORT:-1}"
 
 if [ ! -f "$DATA/train/labels.csv" ]; then
@@ -107,6 +112,7 @@ if [ -z "$teacher" ] && [ "$TEACHER_SIZE" -gt 0 ]; then
 fi
 student=()
 [ -z "$teacher" ] || student=(--teacher "$teacher" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
+[ -z "$teacher" ] || [ "$TEACHER_CACHE" != 1 ] || student+=(--teacher-cache "$RUN/teacher-targets.pt")
 if [ "$PLAN_EPOCHS" -gt 0 ] && [ "$RETIME_AT" -gt 0 ]; then
     train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$PLAN_EPOCHS" --stop-after "$RETIME_AT" "${student[@]}"
     train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$EPOCHS" --retime "${student[@]}"

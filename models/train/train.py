@@ -185,6 +185,10 @@ def parse_args(argv=None):
     ap.add_argument("--teacher-flip", action="store_true",
                     help="with --teacher: its target is the mean of its logits on the view and on the "
                          "view's mirror image (flip averaging lifts the 112-px teacher 0.7 points)")
+    ap.add_argument("--teacher-cache", metavar="FILE",
+                    help="with --teacher: distil from the teacher's logits on each training image "
+                         "un-augmented (mean with its mirror image), computed once and kept in FILE, "
+                         "instead of running the teacher on every augmented view (a CPU affords it)")
     ap.add_argument("--budget-s", type=float, default=0,
                     help="choose the epochs (at most --epochs) so that training takes about this "
                          "many seconds, from a timing probe of a few steps and one val pass (GPU "
@@ -212,9 +216,9 @@ def parse_args(argv=None):
 # Arguments that must match for --resume to continue a run (the rest may change, e.g. --threads).
 RESUME_KEYS = ["data", "input_size", "epochs", "batch_size", "lr", "momentum", "wd", "warmup",
                "ferplus_labels", "w_ferplus", "w_fer2013", "limit", "seed", "init", "teacher",
-               "kd_alpha", "kd_temp", "teacher_flip"]
+               "kd_alpha", "kd_temp", "teacher_flip", "teacher_cache"]
 # What a checkpoint written before a key existed ran with.
-RESUME_DEFAULTS = {"teacher_flip": False}
+RESUME_DEFAULTS = {"teacher_flip": False, "teacher_cache": None}
 
 
 def make_optimizer(model, a, total_steps):
@@ -296,8 +300,9 @@ def kd_loss(student, teacher, temp):
 
 def train_step(model, opt, batch, a, gen, teacher=None):
     """Augment, forward, loss, backward, clip, optimizer step. batch: (uint8 images, {head:
-    (target, mask)}). Returns (loss, {head: loss}, grad norm or None), all device tensors."""
-    imgs, targets = batch
+    (target, mask)}[, {head: cached teacher logits}]). Returns (loss, {head: loss}, grad norm or
+    None), all device tensors."""
+    imgs, targets, *cached = batch
     dev = imgs.device
     if teacher is not None:
         x, xt = augment_batch(imgs, a.input_size, gen, a, teacher_size=teacher.input_size)
@@ -315,8 +320,10 @@ def train_step(model, opt, batch, a, gen, teacher=None):
                 if a.teacher_flip:
                     touts = [(t + f) / 2 for t, f in zip(touts, teacher(xt.flip(3)))]
                 touts = dict(zip(teacher.head_names, touts))
+    if cached:
+        touts = cached[0]
     losses = {k: masked_ce(o, *targets[k]) for k, o in zip(model.head_names, outs)}
-    if xt is not None:
+    if xt is not None or cached:
         losses = {k: (1 - a.kd_alpha) * v + a.kd_alpha * kd_loss(o, touts[k], a.kd_temp)
                   for (k, v), o in zip(losses.items(), outs)}
     w = {"ferplus": a.w_ferplus, "fer2013": a.w_fer2013}
@@ -331,8 +338,29 @@ def train_step(model, opt, batch, a, gen, teacher=None):
 
 
 def batch_at(data, idx):
-    imgs, targets = data
-    return imgs[idx], {k: (t[idx], m[idx]) for k, (t, m) in targets.items()}
+    imgs, targets, *cached = data
+    batch = imgs[idx], {k: (t[idx], m[idx]) for k, (t, m) in targets.items()}
+    return batch + ({k: v[idx] for k, v in cached[0].items()},) if cached else batch
+
+
+def teacher_targets(teacher, imgs, path, dev, channels_last):
+    """{head: [N, K] logits}: the teacher's mean logits on each training image and its mirror,
+    at the teacher's input size; read from `path` when it holds them for these N rows, else
+    computed and written there."""
+    if os.path.exists(path):
+        cached = torch.load(path, map_location="cpu")
+        if all(len(v) == len(imgs) for v in cached.values()):
+            print(f"teacher targets from {path}", flush=True)
+            return {k: v.to(dev) for k, v in cached.items()}
+    t0 = time.time()
+    x = imgs.cpu().numpy()
+    plain = predict(teacher, x, teacher.input_size, dev, channels_last=channels_last)
+    mirror = predict(teacher, x[:, :, ::-1].copy(), teacher.input_size, dev, channels_last=channels_last)
+    out = {k: torch.from_numpy((p + m) / 2) for k, p, m in zip(teacher.head_names, plain, mirror)}
+    torch.save(out, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    print(f"teacher targets for {len(imgs)} rows in {time.time() - t0:.0f}s -> {path}", flush=True)
+    return {k: v.to(dev) for k, v in out.items()}
 
 
 def train_epoch(model, opt, sched, data, a, gen, dev, ep, state, teacher=None):
@@ -456,6 +484,11 @@ def main(argv=None):
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = load_teacher(a.teacher, dev, a.channels_last) if a.teacher else None
+    if a.teacher_cache:
+        if teacher is None:
+            raise SystemExit("--teacher-cache needs --teacher")
+        data = data + (teacher_targets(teacher, data[0], a.teacher_cache, dev, a.channels_last),)
+        teacher = None  # its targets are in the data now
     ck_path = os.path.join(a.out, "ckpt.pt")
     ck = torch.load(ck_path, map_location="cpu", weights_only=False) \
         if a.resume and os.path.exists(ck_path) else None
