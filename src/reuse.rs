@@ -11,9 +11,10 @@
 //! **Frames** (`detector.reuse`, [`DetectionReuse`]). The same holds for the detector and a whole
 //! frame: when no cell of a 16×12 luma grid over the frame (40×40 px at 640×480, the size of a
 //! face at 2–3 m) has changed by more than `max_change` grey levels since the last detection, and
-//! that detection is at most `max_frames` frames old, its faces stand. A face that enters, leaves
-//! or moves changes its cells by far more than sensor noise moves a cell's mean, so it is
-//! detected on that frame. This is what makes the far-range detector affordable on a still scene.
+//! that detection is at most `max_frames` frames old, its faces stand. A face that enters or
+//! leaves changes its cells by far more than sensor noise moves a cell's mean, so it is detected
+//! on that frame; a slighter change waits at most `max_frames` frames. This is what makes the
+//! far-range detector affordable on a still scene.
 //!
 //! Both comparisons are against the input that was last run through the model, so slow drift
 //! cannot accumulate into a stale result, and the age limits bound the delay before any change
