@@ -1,5 +1,6 @@
-//! The per-frame path, written once: detect (or reuse) → classify (or reuse) → track → events and state
-//! into the [`Outbox`]. The daemon's inference thread and `emonet bench` both drive a [`Worker`].
+//! The per-frame path, written once: detect (or reuse) → classify (or reuse) → track → events
+//! and state into the [`Outbox`]. The daemon's inference thread and `emonet bench` both drive a
+//! [`Worker`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

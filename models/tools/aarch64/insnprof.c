@@ -1,25 +1,11 @@
 /* QEMU TCG plugin (API v1): guest instructions executed per translated block, written as
  * "vaddr count" lines to the file named by the plugin argument out=PATH at exit. */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stddef.h>
 
-typedef uint64_t qemu_plugin_id_t;
-struct qemu_plugin_tb;
-typedef struct qemu_info_t qemu_info_t;
-enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
-typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
-typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
-void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
-void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
-                                              void *ptr, uint64_t imm);
-size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
-uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
-void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void *userdata);
+#include "qemu_plugin_v1.h"
 
-__attribute__((visibility("default"))) int qemu_plugin_version = 1;
 struct rec { uint64_t vaddr, n, count; };
 static struct rec **recs; static size_t nrecs, cap;
 static char out_path[512] = "/tmp/insnprof.txt";

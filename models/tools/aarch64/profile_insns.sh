@@ -7,14 +7,8 @@
 # Needs what run_insn_counts.sh needs.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-out=${PERF_OUT:-/tmp/emonet-perf}
 cpu=${CPU:-cortex-a72}
-mkdir -p "$out"
-gcc -shared -fPIC -O2 -o "$out/libinsnprof.so" "$here/insnprof.c"
-export CARGO_TARGET_DIR="$out/probe-target"
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-(cd "$here/probe" && cargo build --release --target aarch64-unknown-linux-gnu -q)
-arm="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/tract-probe"
+. "$here/build_probe.sh"
 run() { # ops model runs dump -> prints the probe's load address
   EMONET_TRACT_OPS=$1 PROBE_BASE=1 qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$cpu" \
     -plugin "$out/libinsnprof.so,out=$4" -d plugin "$arm" "$2" "$3" | sed -n 's/^probe_main //p'

@@ -12,13 +12,7 @@
 # aarch64-unknown-linux-gnu.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-out=${PERF_OUT:-/tmp/emonet-perf}
-mkdir -p "$out"
-gcc -shared -fPIC -O2 -o "$out/libinsncount.so" "$here/insncount.c"
-export CARGO_TARGET_DIR="$out/probe-target"
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-(cd "$here/probe" && cargo build --release --target aarch64-unknown-linux-gnu -q)
-arm="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/tract-probe"
+. "$here/build_probe.sh"
 count() { # ops cpu model runs
   EMONET_TRACT_OPS=$1 qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$2" \
     -plugin "$out/libinsncount.so" -d plugin "$arm" "$3" "$4" 2>&1 | sed -n 's/^insns: //p'
