@@ -15,6 +15,7 @@ use tract_onnx::prelude::*;
 
 use emonet::config::{Settings, TrackerSettings, DEFAULT_CLASSIFIER_FILE, DEFAULT_DETECTOR_FILE};
 use emonet::event::EventPayload;
+use emonet::follow::FollowSettings;
 use emonet::frame::decode_image;
 use emonet::mqtt::Outbox;
 use emonet::pipeline::{Pipeline, Stream};
@@ -178,6 +179,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 max_frames: 0,
                 ..SceneReuseSettings::default()
             },
+            FollowSettings::default(),
             ReuseSettings {
                 max_frames: 0,
                 ..ReuseSettings::default()

@@ -9,13 +9,18 @@
 //! `--tiles` runs the model on the whole frame and on six overlapping 256×256 tiles of a
 //! 640×480 frame (3 × 2, scaled to the frame size otherwise), merging the boxes by plain NMS:
 //! the "short range on tiles" alternative to the full-range model.
+//! `--follow` detects on the frame, then follows those faces on the same frame once, as the
+//! daemon does between full detections (`detector.follow`, the short-range model in a region
+//! around each face), and reports the followed faces and the time of that followed frame: what a
+//! face that stays in place keeps between full detections.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use emonet::follow::{FaceFollower, FollowSettings};
 use emonet::vision::{BBox, DetectorRange, DetectorSettings, Face, FaceDetector};
 use image::RgbImage;
 
@@ -34,6 +39,15 @@ struct Args {
     /// Also run on 3 × 2 overlapping tiles and merge.
     #[arg(long)]
     tiles: bool,
+    /// Report the faces followed on the frame after a full detection (see above).
+    #[arg(long)]
+    follow: bool,
+    /// `detector.follow.zoom` for `--follow`.
+    #[arg(long, default_value_t = FollowSettings::default().zoom)]
+    zoom: f32,
+    /// `detector.follow.score_threshold` for `--follow` (default: the daemon's).
+    #[arg(long)]
+    follow_threshold: Option<f32>,
     /// Runs per image; the reported time is the median.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -92,6 +106,38 @@ fn detect(det: &FaceDetector, img: &RgbImage, use_tiles: bool) -> Result<Vec<[f3
     Ok(out)
 }
 
+/// The faces `det` finds on `img`, followed once on the same frame by `follower`, in pixels,
+/// and the time of the followed frame.
+fn follow_once(
+    det: &FaceDetector,
+    follower: &FaceDetector,
+    zoom: f32,
+    img: &RgbImage,
+) -> Result<(Vec<[f32; 5]>, Duration)> {
+    let mut follow = FaceFollower::new(FollowSettings {
+        every: 2,
+        zoom,
+        ..FollowSettings::default()
+    });
+    let find_in = |region| follower.detect_in(img, region);
+    follow.faces(img, || det.detect(img), find_in)?;
+    let t = Instant::now();
+    let (faces, followed) = follow.faces(img, || unreachable!(), find_in)?;
+    let t = t.elapsed();
+    anyhow::ensure!(followed, "the second frame was not followed");
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let px = |f: &Face| {
+        [
+            f.bbox.x * w,
+            f.bbox.y * h,
+            f.bbox.w * w,
+            f.bbox.h * h,
+            f.score,
+        ]
+    };
+    Ok((faces.iter().map(px).collect(), t))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let range = match args.range.as_str() {
@@ -108,6 +154,21 @@ fn main() -> Result<()> {
         ..DetectorSettings::default()
     };
     let det = FaceDetector::load(&settings)?;
+    let follower = if args.follow {
+        let mut follow = settings.follow;
+        if let Some(t) = args.follow_threshold {
+            follow.score_threshold = t;
+        }
+        Some(FaceDetector::load(
+            &DetectorSettings {
+                follow,
+                ..settings.clone()
+            }
+            .follower(),
+        )?)
+    } else {
+        None
+    };
     let mut stdout = std::io::stdout().lock();
     for path in &args.frames {
         let img = image::open(path)
@@ -116,9 +177,19 @@ fn main() -> Result<()> {
         let mut times = Vec::with_capacity(args.repeat);
         let mut faces = Vec::new();
         for _ in 0..args.repeat.max(1) {
-            let t = Instant::now();
-            faces = detect(&det, &img, args.tiles)?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = match &follower {
+                None => {
+                    let t = Instant::now();
+                    faces = detect(&det, &img, args.tiles)?;
+                    t.elapsed()
+                }
+                Some(follower) => {
+                    let (followed, t) = follow_once(&det, follower, args.zoom, &img)?;
+                    faces = followed;
+                    t
+                }
+            };
+            times.push(t.as_secs_f64() * 1e3);
         }
         times.sort_by(f64::total_cmp);
         let name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -132,6 +132,34 @@ pub struct DetectorSettings {
     pub weighted_nms: bool,
     /// When a frame may take the faces found on a recent one instead of running the detector.
     pub reuse: SceneReuseSettings,
+    /// Between full detections, find each face again in a small region around it.
+    pub follow: FollowSettings,
+}
+
+/// Following faces between full detections (see [`crate::follow`]): each face is looked for
+/// again by the short-range detector in a region around its last box.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FollowSettings {
+    /// The full detector runs on one frame in `every`; the frames between follow the faces it
+    /// found (0 = the full detector on every frame).
+    pub every: u32,
+    /// Side of the square searched around a face, in face widths.
+    pub zoom: f32,
+    /// Minimum score of a face found again (0..1). Lower than a full detection's: it is looked
+    /// for only where the full detector has just found a face, and the next full detection
+    /// corrects any mistake.
+    pub score_threshold: f32,
+}
+
+impl Default for FollowSettings {
+    fn default() -> Self {
+        FollowSettings {
+            every: 0,
+            zoom: 2.0,
+            score_threshold: 0.4,
+        }
+    }
 }
 
 /// When the faces detected on a recent frame stand in for detecting again (see
@@ -311,6 +339,7 @@ impl Default for DetectorSettings {
             min_face_size: 0.0,
             weighted_nms: true,
             reuse: SceneReuseSettings::default(),
+            follow: FollowSettings::default(),
         }
     }
 }
@@ -646,6 +675,26 @@ impl DetectorSettings {
             .unwrap_or_else(|| self.range.default_score_threshold())
     }
 
+    /// The detector that follows faces between full detections (`follow`): the short-range
+    /// model from the folder of `model`, with this detector's limits and `follow.score_threshold`,
+    /// following nothing itself.
+    pub fn follower(&self) -> DetectorSettings {
+        DetectorSettings {
+            range: DetectorRange::Short,
+            model: self.model.with_file_name(DEFAULT_DETECTOR_FILE),
+            score_threshold: Some(self.follow.score_threshold),
+            reuse: SceneReuseSettings {
+                max_frames: 0,
+                ..self.reuse
+            },
+            follow: FollowSettings {
+                every: 0,
+                ..self.follow
+            },
+            ..self.clone()
+        }
+    }
+
     /// The ranges, checked once for the config file and for a detector built by hand.
     pub fn validate(&self) -> Result<()> {
         if let Some(t) = self.score_threshold {
@@ -655,7 +704,15 @@ impl DetectorSettings {
         check_range("detector.nms_iou", self.nms_iou, 0.0, 1.0)?;
         check_range("detector.min_face_size", self.min_face_size, 0.0, 1.0)?;
         check_range("detector.reuse.max_frames", self.reuse.max_frames, 0, 1000)?;
-        check_grey_levels("detector.reuse.max_change", self.reuse.max_change)
+        check_grey_levels("detector.reuse.max_change", self.reuse.max_change)?;
+        check_range("detector.follow.every", self.follow.every, 0, 1000)?;
+        check_range("detector.follow.zoom", self.follow.zoom, 1.5, 4.0)?;
+        check_range(
+            "detector.follow.score_threshold",
+            self.follow.score_threshold,
+            0.0,
+            1.0,
+        )
     }
 }
 
@@ -926,6 +983,36 @@ mod tests {
         let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
         assert!(err.contains("detector.reuse.max_change"), "{err}");
         assert!(err.contains("300"), "{err}");
+    }
+
+    #[test]
+    fn detector_follow_table_bounds_and_follower() {
+        assert_eq!(
+            Settings::default().detector.follow.every,
+            0,
+            "off by default"
+        );
+        let f = write("[detector]\nrange = \"far\"\n[detector.follow]\nevery = 5\nzoom = 2.5\n");
+        let s = Settings::load_with_env(f.path(), &[]).unwrap();
+        assert_eq!((s.detector.follow.every, s.detector.follow.zoom), (5, 2.5));
+        // The follower is the short-range file beside the far one, following nothing itself.
+        let follower = s.detector.follower();
+        assert_eq!(follower.range, DetectorRange::Short);
+        assert_eq!(
+            follower.model,
+            s.detector.model.with_file_name(DEFAULT_DETECTOR_FILE)
+        );
+        assert_eq!(follower.score_threshold(), 0.4);
+        assert_eq!((follower.follow.every, follower.reuse.max_frames), (0, 0));
+        for (toml, key) in [
+            ("every = 5000", "detector.follow.every"),
+            ("zoom = 1.0", "detector.follow.zoom"),
+            ("score_threshold = 2.0", "detector.follow.score_threshold"),
+        ] {
+            let f = write(&format!("[detector.follow]\n{toml}\n"));
+            let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

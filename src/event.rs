@@ -103,6 +103,10 @@ pub struct FrameCounts {
     /// Processed, with the faces of a recent frame: nothing had changed (`detector.reuse`).
     #[serde(default)]
     pub detection_reused: u64,
+    /// Processed, with the faces of the last frame found again near where they were, without
+    /// the full detector (`detector.follow`).
+    #[serde(default)]
+    pub detection_followed: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]

@@ -9,6 +9,7 @@
 //!   [`tract_ops`] holds our own operators inside tract's plans (3×3 depthwise convolution,
 //!   max-pool).
 //! - [`reuse`]: a face's recent scores standing in for classifying it again.
+//! - [`follow`]: between full detections, each face found again near where it was.
 //! - [`pipeline`]: one frame through the models (detect, then classify or reuse each face).
 //! - [`track`]: stable face ids, score smoothing, hysteresis on emotion changes.
 //! - [`event`]: the JSON payloads published over MQTT (the versioned public interface).
@@ -26,6 +27,7 @@
 pub mod camera;
 pub mod daemon;
 pub mod event;
+pub mod follow;
 pub mod frame;
 pub mod mqtt;
 pub mod pipeline;

@@ -94,6 +94,7 @@ fn events_state_availability_then_clean_sigterm() {
     );
     assert!(stats["faces"]["reused"].is_u64(), "{stats}");
     assert!(stats["frames"]["detection_reused"].is_u64(), "{stats}");
+    assert!(stats["frames"]["detection_followed"].is_u64(), "{stats}");
 
     daemon.signal("TERM");
     let status = daemon.wait(Duration::from_secs(15));

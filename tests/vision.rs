@@ -13,7 +13,7 @@ use common::{classifier_model, detector_model, root};
 use emonet::cli::classify::{self, ClassifyArgs};
 use emonet::config::Settings;
 use emonet::pipeline::Pipeline;
-use emonet::vision::{DetectorSettings, EmotionClassifier, Face, FaceDetector};
+use emonet::vision::{DetectorSettings, EmotionClassifier, Face, FaceDetector, PixelRect};
 use image::RgbImage;
 
 fn detector_settings() -> DetectorSettings {
@@ -372,33 +372,16 @@ fn far_range_finds_the_astronaut_with_a_blazeface_box() {
 /// 640×480 frame. The far range finds both where they are; the short range finds neither.
 #[test]
 fn far_range_finds_faces_the_short_range_misses() {
-    let astro = load("astronaut.png");
-    let reference = far_detector().detect(&astro).unwrap().remove(0);
-    // head and shoulders region, scaled so the face (~110 px in the photo) is ~48 px wide
-    let (rx, ry, rw, rh) = (120u32, 10u32, 220u32, 240u32);
-    let scale = 48.0 / (reference.bbox.w * 512.0);
-    let head = image::imageops::crop_imm(&astro, rx, ry, rw, rh).to_image();
-    let (hw, hh) = (
-        (rw as f32 * scale).round() as u32,
-        (rh as f32 * scale).round() as u32,
-    );
-    let head = image::imageops::resize(&head, hw, hh, image::imageops::FilterType::Triangle);
+    let head = SmallHead::new(48.0);
     let mut frame = RgbImage::from_pixel(640, 480, image::Rgb([110, 120, 115]));
-    let places = [(90u32, 140u32), (470, 300)];
-    for &(x, y) in &places {
-        image::imageops::replace(&mut frame, &head, x as i64, y as i64);
-    }
+    let truth = [
+        head.paste(&mut frame, 90, 140),
+        head.paste(&mut frame, 470, 300),
+    ];
     let faces = far_detector().detect(&frame).unwrap();
     assert_eq!(faces.len(), 2, "{faces:#?}");
-    for &(x, y) in &places {
-        // the reference box, moved and scaled with the head
-        let want = emonet::vision::BBox {
-            x: (x as f32 + (reference.bbox.x * 512.0 - rx as f32) * scale) / 640.0,
-            y: (y as f32 + (reference.bbox.y * 512.0 - ry as f32) * scale) / 480.0,
-            w: reference.bbox.w * 512.0 * scale / 640.0,
-            h: reference.bbox.h * 512.0 * scale / 480.0,
-        };
-        let best = faces.iter().map(|f| f.bbox.iou(&want)).fold(0.0, f32::max);
+    for want in &truth {
+        let best = faces.iter().map(|f| f.bbox.iou(want)).fold(0.0, f32::max);
         assert!(best > 0.5, "no face near {want:?}: {faces:#?}");
     }
     let short = detector().detect(&frame).unwrap();
@@ -406,6 +389,118 @@ fn far_range_finds_faces_the_short_range_misses() {
         short.is_empty(),
         "the short range now sees 48-px faces: {short:#?}"
     );
+}
+
+/// `detect_in` looks at a region only and maps what it finds back to the whole frame: the
+/// astronaut's face found in a square around it has the box found on the whole photo; a region
+/// outside the frame is refused.
+#[test]
+fn detection_in_a_region_maps_back_to_the_frame() {
+    let img = load("astronaut.png");
+    let det = detector();
+    let whole = det.detect(&img).unwrap().remove(0);
+    let region = PixelRect::new(130, 20, 240, 240);
+    let found = det.detect_in(&img, region).unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let iou = found[0].bbox.iou(&whole.bbox);
+    assert!(iou > 0.8, "IoU {iou}: {:?} vs {whole:?}", found[0]);
+    let err = det
+        .detect_in(&img, PixelRect::new(400, 400, 200, 200))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("outside the 512x512 frame"), "{err}");
+}
+
+/// The astronaut's head scaled so her face is `width` px wide, and the box the far detector
+/// draws around it there, for pasting at (x, y) into a 640×480 frame.
+struct SmallHead {
+    head: RgbImage,
+    /// The face box relative to the head image's top-left corner, in pixels: x, y, w, h.
+    face: (f32, f32, f32, f32),
+}
+
+impl SmallHead {
+    fn new(width: f32) -> SmallHead {
+        let astro = load("astronaut.png");
+        let reference = far_detector().detect(&astro).unwrap().remove(0);
+        // head and shoulders region, scaled so the face (~110 px in the photo) is `width` wide
+        let (rx, ry, rw, rh) = (120u32, 10u32, 220u32, 240u32);
+        let scale = width / (reference.bbox.w * 512.0);
+        let head = image::imageops::crop_imm(&astro, rx, ry, rw, rh).to_image();
+        let (hw, hh) = (
+            (rw as f32 * scale).round() as u32,
+            (rh as f32 * scale).round() as u32,
+        );
+        let b = &reference.bbox;
+        SmallHead {
+            head: image::imageops::resize(&head, hw, hh, image::imageops::FilterType::Triangle),
+            face: (
+                (b.x * 512.0 - rx as f32) * scale,
+                (b.y * 512.0 - ry as f32) * scale,
+                b.w * 512.0 * scale,
+                b.h * 512.0 * scale,
+            ),
+        }
+    }
+
+    /// Pastes the head at (x, y); returns the face's box in the frame.
+    fn paste(&self, frame: &mut RgbImage, x: u32, y: u32) -> emonet::vision::BBox {
+        image::imageops::replace(frame, &self.head, x as i64, y as i64);
+        let (fx, fy, fw, fh) = self.face;
+        let (w, h) = (frame.width() as f32, frame.height() as f32);
+        emonet::vision::BBox {
+            x: (x as f32 + fx) / w,
+            y: (y as f32 + fy) / h,
+            w: fw / w,
+            h: fh / h,
+        }
+    }
+}
+
+/// `detector.follow`: two visitors far away (48-px faces) walking across the frame are found by
+/// the far detector on one frame in five and followed by the short-range one on the frames
+/// between — which on the whole frame finds neither — each box where the face is on every frame.
+#[test]
+fn far_faces_are_followed_between_full_detections() {
+    let mut s = Settings::default();
+    s.use_models_in(&root().join("models"));
+    s.detector.range = emonet::config::DetectorRange::Far;
+    s.detector.apply_range();
+    s.detector.reuse.max_frames = 0;
+    s.detector.follow.every = 5;
+    s.classifier.reuse.max_frames = 0;
+    let pipeline = Pipeline::load(&s).expect("load pipeline");
+    let follower = pipeline.follower.as_ref().expect("a follower is loaded");
+    assert_eq!(follower.range(), emonet::config::DetectorRange::Short);
+    let head = SmallHead::new(48.0);
+    let mut stream = pipeline.new_stream();
+    let mut followed = 0;
+    for i in 0..12u32 {
+        let mut frame = RgbImage::from_pixel(640, 480, image::Rgb([110, 120, 115]));
+        // one walks right 9 px a frame, the other left and down
+        let truth = [
+            head.paste(&mut frame, 60 + 9 * i, 140),
+            head.paste(&mut frame, 480 - 7 * i, 260 + 4 * i),
+        ];
+        let (faces, t) = pipeline.process(&frame, &mut stream).unwrap();
+        assert_eq!(t.detection_followed, i % 5 != 0, "frame {i}");
+        followed += usize::from(t.detection_followed);
+        assert_eq!(faces.len(), 2, "frame {i}: {faces:#?}");
+        for want in &truth {
+            let best = faces
+                .iter()
+                .map(|(f, _)| f.bbox.iou(want))
+                .fold(0.0, f32::max);
+            assert!(best > 0.5, "frame {i}: no face near {want:?}: {faces:#?}");
+        }
+        if i == 1 {
+            assert!(
+                follower.detect(&frame).unwrap().is_empty(),
+                "the short range sees 48-px faces on the whole frame: following proves nothing"
+            );
+        }
+    }
+    assert_eq!(followed, 9);
 }
 
 /// A detector file of another range than `detector.range`, or no detector at all, is refused

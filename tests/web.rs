@@ -196,6 +196,7 @@ fn metrics_parse_and_frame_shows_the_face_box() {
         "emonet_frames_processed_total",
         "emonet_frames_dropped_total",
         "emonet_frames_detection_reused_total",
+        "emonet_frames_detection_followed_total",
         "emonet_mqtt_connected",
         "emonet_mqtt_reconnects_total",
         "emonet_faces_in_view",

@@ -34,6 +34,7 @@ use crate::config::Settings;
 use crate::daemon::stats::percentile;
 use crate::daemon::Worker;
 use crate::event::round3;
+use crate::follow::FaceFollower;
 use crate::frame::decode_image;
 use crate::handoff::{LatestFrame, Take};
 use crate::mqtt::Outbox;
@@ -62,6 +63,10 @@ pub struct BenchArgs {
     /// the config's, 2 without one). The throughput table always detects.
     #[arg(long, value_name = "N")]
     pub detect_reuse_max_frames: Option<u32>,
+    /// `detector.follow.every` (0 = the full detector on every frame; default: the config's, 0
+    /// without one). Applies to both runs: it is how faces are found, not a cache.
+    #[arg(long, value_name = "N")]
+    pub follow_every: Option<u32>,
     /// Face detector to use instead of the default.
     #[arg(long, value_name = "PATH")]
     pub detector: Option<PathBuf>,
@@ -143,6 +148,9 @@ pub struct Throughput {
     /// frames / Σ(detect + classify + track + publish): the worker alone (decode happens on the
     /// capture thread in the daemon).
     pub worker_fps: f64,
+    /// `detector.follow.every` of this run, and the timed frames whose faces were followed.
+    pub follow_every: u32,
+    pub followed: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +169,8 @@ pub struct RealTime {
     /// `detector.reuse.max_frames` of this run, and the frames that took a recent frame's faces.
     pub detect_reuse_max_frames: u32,
     pub detections_reused: usize,
+    /// Frames whose faces were followed from the last one (`detector.follow`).
+    pub detections_followed: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -267,6 +277,9 @@ fn settings_for(args: &BenchArgs) -> Result<(Settings, PathBuf)> {
     if let Some(n) = args.detect_reuse_max_frames {
         s.detector.reuse.max_frames = n;
     }
+    if let Some(n) = args.follow_every {
+        s.detector.follow.every = n;
+    }
     Ok((s, frames))
 }
 
@@ -281,6 +294,8 @@ fn throughput(
     let (mut decode_t, mut detect_t, mut classify_t, mut per_face_t, mut track_t, mut frame_t) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut one_face_t = vec![];
+    let mut follow = FaceFollower::new(pipeline.follow);
+    let mut followed = 0;
     let mut worker_total = Duration::ZERO;
     let mut faces_seen = 0;
     let mut clock = SystemTime::now();
@@ -289,7 +304,7 @@ fn throughput(
         let t0 = Instant::now();
         let image = decode_image(bytes).with_context(|| format!("decoding {}", path.display()))?;
         let t1 = Instant::now();
-        let faces = pipeline.detector.detect(&image)?;
+        let (faces, was_followed) = pipeline.detect(&image, &mut follow)?;
         let t2 = Instant::now();
         let mut out = Vec::with_capacity(faces.len());
         let mut face_times = Vec::with_capacity(faces.len());
@@ -308,6 +323,7 @@ fn throughput(
             continue;
         }
         faces_seen += out.len();
+        followed += usize::from(was_followed);
         decode_t.push(t1 - t0);
         detect_t.push(t2 - t1);
         classify_t.push(t3 - t2);
@@ -335,6 +351,8 @@ fn throughput(
         ],
         fps: round3(n as f64 / total.as_secs_f64().max(1e-9)),
         worker_fps: round3(n as f64 / worker_total.as_secs_f64().max(1e-9)),
+        follow_every: pipeline.follow.every,
+        followed,
     })
 }
 
@@ -352,7 +370,8 @@ fn realtime(
     let failed = AtomicBool::new(false);
     let started = Instant::now();
     let mut worker_t = Vec::with_capacity(count);
-    let (mut faces_classified, mut faces_reused, mut detections_reused) = (0, 0, 0);
+    let (mut faces_classified, mut faces_reused) = (0, 0);
+    let (mut detections_reused, mut detections_followed) = (0, 0);
     std::thread::scope(|scope| -> Result<()> {
         let handoff = &handoff;
         let failed = &failed;
@@ -386,6 +405,7 @@ fn realtime(
             faces_classified += report.times.faces.classified;
             faces_reused += report.times.faces.reused;
             detections_reused += usize::from(report.times.detection_reused);
+            detections_followed += usize::from(report.times.detection_followed);
             worker_t.push(report.total);
         }
         Ok(())
@@ -408,6 +428,7 @@ fn realtime(
         faces_reused,
         detect_reuse_max_frames: pipeline.scene_reuse.max_frames,
         detections_reused,
+        detections_followed,
     })
 }
 
@@ -568,8 +589,9 @@ fn print_throughput(out: &mut impl std::io::Write, t: &Throughput) -> Result<()>
     writeln!(out)?;
     writeln!(
         out,
-        "throughput: {} frames, {} faces, one thread, back to back",
-        t.frames, t.faces
+        "throughput: {} frames, {} faces, one thread, back to back; {} frames followed \
+         (detector.follow.every = {})",
+        t.frames, t.faces, t.followed, t.follow_every
     )?;
     writeln!(
         out,
@@ -598,7 +620,7 @@ fn print_realtime(out: &mut impl std::io::Write, rt: &RealTime) -> Result<()> {
         "real time: camera at {:.1} fps, {} frames offered in {:.2} s: {} processed ({:.1} fps), \
          {} dropped; worker frame p50 {:.3} ms, p99 {:.3} ms; faces classified {}, \
          reused {} (classifier.reuse.max_frames = {}); frames with a recent frame's faces {} \
-         (detector.reuse.max_frames = {})",
+         (detector.reuse.max_frames = {}), followed {}",
         rt.camera_fps,
         rt.offered,
         rt.seconds,
@@ -611,7 +633,8 @@ fn print_realtime(out: &mut impl std::io::Write, rt: &RealTime) -> Result<()> {
         rt.faces_reused,
         rt.reuse_max_frames,
         rt.detections_reused,
-        rt.detect_reuse_max_frames
+        rt.detect_reuse_max_frames,
+        rt.detections_followed
     )?;
     Ok(())
 }
@@ -679,6 +702,7 @@ mod tests {
             range: None,
             reuse_max_frames: None,
             detect_reuse_max_frames: None,
+            follow_every: None,
             frames_count: 20,
             warmup: 1,
             camera_fps: 200.0,

@@ -31,6 +31,8 @@ pub struct Counters {
     pub corrupt: AtomicU64,
     /// Processed frames that took the faces of a recent one (`detector.reuse`).
     pub detection_reused: AtomicU64,
+    /// Processed frames whose faces were followed from the last one (`detector.follow`).
+    pub detection_followed: AtomicU64,
     pub camera: Mutex<String>,
     pub faces_in_view: AtomicU64,
     pub classified: AtomicU64,
@@ -86,6 +88,9 @@ impl Counters {
             .store(r.faces_in_view as u64, Ordering::Relaxed);
         if r.times.detection_reused {
             self.detection_reused.fetch_add(1, Ordering::Relaxed);
+        }
+        if r.times.detection_followed {
+            self.detection_followed.fetch_add(1, Ordering::Relaxed);
         }
         self.processed.fetch_add(1, Ordering::Relaxed);
     }
@@ -155,6 +160,7 @@ pub fn stats_payload(
             dropped: handoff.dropped(),
             corrupt: counters.corrupt.load(Ordering::Relaxed),
             detection_reused: counters.detection_reused.load(Ordering::Relaxed),
+            detection_followed: counters.detection_followed.load(Ordering::Relaxed),
         },
         faces: FaceCounts {
             classified: counters.classified.load(Ordering::Relaxed),
@@ -194,6 +200,13 @@ pub fn metrics_text(counters: &Counters, handoff: &LatestFrame, outbox: &Outbox)
         "Processed frames that took the faces of a recent one instead of running the detector.",
         &[],
         load(&counters.detection_reused),
+    );
+    w.counter(
+        "emonet_frames_detection_followed_total",
+        "Processed frames whose faces were found again near the last frame's instead of by the \
+         full detector.",
+        &[],
+        load(&counters.detection_followed),
     );
     w.counter(
         "emonet_frames_corrupt_total",

@@ -201,6 +201,21 @@ impl Letterbox {
     }
 }
 
+/// A rectangle of a frame in whole pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelRect {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl PixelRect {
+    pub fn new(x: u32, y: u32, w: u32, h: u32) -> Self {
+        PixelRect { x, y, w, h }
+    }
+}
+
 /// A decoded candidate in normalised letterbox coordinates.
 #[derive(Debug, Clone, PartialEq)]
 struct Candidate {
@@ -312,9 +327,24 @@ impl FaceDetector {
     /// Finds faces in `img`, best score first. Boxes and key points are normalised to the frame.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
         let (width, height) = img.dimensions();
+        self.detect_in(img, PixelRect::new(0, 0, width, height))
+    }
+
+    /// Finds faces in the `region` of `img` only, the region scaled to the model's input (so a
+    /// face small in the frame is large in a small region). Best score first; boxes and key
+    /// points are normalised to the whole frame.
+    pub fn detect_in(&self, img: &RgbImage, region: PixelRect) -> Result<Vec<Face>> {
+        let (width, height) = img.dimensions();
         ensure!(width > 0 && height > 0, "empty image");
+        ensure!(
+            region.w > 0
+                && region.h > 0
+                && region.x + region.w <= width
+                && region.y + region.h <= height,
+            "region {region:?} is empty or outside the {width}x{height} frame"
+        );
         let (cw, ch) = self.range.input_dims();
-        let lb = Letterbox::for_frame(width, height, cw as u32, ch as u32);
+        let lb = Letterbox::for_frame(region.w, region.h, cw as u32, ch as u32);
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let scratch = &mut *guard;
 
@@ -325,7 +355,14 @@ impl FaceDetector {
         scratch.resizer.resize(
             &src,
             &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+            &ResizeOptions::new()
+                .crop(
+                    region.x as f64,
+                    region.y as f64,
+                    region.w as f64,
+                    region.h as f64,
+                )
+                .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
         )?;
         match self.decoder {
             Decoder::BlazeFace { .. } => {
@@ -371,7 +408,7 @@ impl FaceDetector {
         };
 
         // 4. Back to frame coordinates.
-        Ok(self.to_frame_faces(merged, &lb, width, height))
+        Ok(self.to_frame_faces(merged, &lb, region, width, height))
     }
 
     /// Maps merged candidates to frame coordinates, dropping empty and too-small boxes.
@@ -379,18 +416,28 @@ impl FaceDetector {
         &self,
         merged: Vec<Candidate>,
         lb: &Letterbox,
+        region: PixelRect,
         width: u32,
         height: u32,
     ) -> Vec<Face> {
         let min_side = width.min(height) as f32;
+        // Normalised region coordinates to normalised frame coordinates.
+        let to_frame = |(x, y): (f32, f32)| {
+            (
+                (region.x as f32 + x * region.w as f32) / width as f32,
+                (region.y as f32 + y * region.h as f32) / height as f32,
+            )
+        };
+        let (rx0, ry0) = to_frame((0.0, 0.0));
+        let (rx1, ry1) = to_frame((1.0, 1.0));
         let mut faces = Vec::new();
         for c in merged {
             if faces.len() >= self.settings.max_faces {
                 break;
             }
-            let (x0, y0) = lb.to_frame(c.bbox.x, c.bbox.y);
-            let (x1, y1) = lb.to_frame(c.bbox.x + c.bbox.w, c.bbox.y + c.bbox.h);
-            let (x0, y0, x1, y1) = (x0.max(0.0), y0.max(0.0), x1.min(1.0), y1.min(1.0));
+            let (x0, y0) = to_frame(lb.to_frame(c.bbox.x, c.bbox.y));
+            let (x1, y1) = to_frame(lb.to_frame(c.bbox.x + c.bbox.w, c.bbox.y + c.bbox.h));
+            let (x0, y0, x1, y1) = (x0.max(rx0), y0.max(ry0), x1.min(rx1), y1.min(ry1));
             if x1 <= x0 || y1 <= y0 {
                 continue;
             }
@@ -408,7 +455,7 @@ impl FaceDetector {
                 keypoints: c
                     .keypoints
                     .iter()
-                    .map(|&(x, y)| lb.to_frame(x, y))
+                    .map(|&(x, y)| to_frame(lb.to_frame(x, y)))
                     .collect(),
             });
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use classify::EmotionClassifier;
-pub use detect::{DetectorRange, DetectorSettings, FaceDetector};
+pub use detect::{DetectorRange, DetectorSettings, FaceDetector, PixelRect};
 pub use model::ClassifierMeta;
 
 /// An axis-aligned box in normalised frame coordinates (x, y = top-left corner).

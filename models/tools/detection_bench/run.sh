@@ -6,7 +6,8 @@
 # Usage:  models/tools/detection_bench/run.sh [OUT_DIR]      (from the repository root)
 #         PYTHON=path/to/python (with numpy and Pillow; default python3)
 # Candidates: short range (the 128×128 model on the whole frame), full range (192×192), each
-# of them on the whole frame plus six 256×256 tiles (--tiles), and far (CenterFace, 384×288).
+# of them on the whole frame plus six 256×256 tiles (--tiles), far (CenterFace, 384×288), and
+# far's faces followed by the short-range model (--follow, the daemon's [detector.follow]).
 set -euo pipefail
 OUT=${1:-target/detection_bench}
 PY=${PYTHON:-python3}
@@ -29,10 +30,14 @@ run full --range full --score-threshold 0.3
 run short-tiles --range short --tiles --score-threshold 0.3
 run full-tiles --range full --tiles --score-threshold 0.3
 run far --range far --score-threshold 0.3
+# The faces far finds (at its default threshold), followed on the next frame as the daemon does
+# between full detections with [detector.follow] (a face standing still).
+run far-follow --range far --follow --score-threshold 0.5
 
 "$PY" "$HERE/score.py" "$OUT/truth.json" \
     "short 0.6=$OUT/short.jsonl@0.6" "short 0.5=$OUT/short.jsonl@0.5" \
     "full 0.6=$OUT/full.jsonl@0.6" "full 0.5=$OUT/full.jsonl@0.5" \
     "short+tiles 0.6=$OUT/short-tiles.jsonl@0.6" \
     "full+tiles 0.6=$OUT/full-tiles.jsonl@0.6" "full+tiles 0.5=$OUT/full-tiles.jsonl@0.5" \
-    "far 0.5=$OUT/far.jsonl@0.5" "far 0.6=$OUT/far.jsonl@0.6"
+    "far 0.5=$OUT/far.jsonl@0.5" "far 0.6=$OUT/far.jsonl@0.6" \
+    "far+follow 0.5=$OUT/far-follow.jsonl@0.5"
