@@ -30,8 +30,9 @@ run full --range full --score-threshold 0.3
 run short-tiles --range short --tiles --score-threshold 0.3
 run full-tiles --range full --tiles --score-threshold 0.3
 run far --range far --score-threshold 0.3
-# The faces far finds (at its default threshold), followed on the next frame as the daemon does
-# between full detections with [detector.follow] (a face standing still).
+# The faces far finds (at its default threshold, 0.5), followed on the next frame as the daemon
+# does between full detections with [detector.follow] (a face standing still), kept from the
+# follower's default threshold, 0.4.
 run far-follow --range far --follow --score-threshold 0.5
 
 "$PY" "$HERE/score.py" "$OUT/truth.json" \
@@ -40,4 +41,4 @@ run far-follow --range far --follow --score-threshold 0.5
     "short+tiles 0.6=$OUT/short-tiles.jsonl@0.6" \
     "full+tiles 0.6=$OUT/full-tiles.jsonl@0.6" "full+tiles 0.5=$OUT/full-tiles.jsonl@0.5" \
     "far 0.5=$OUT/far.jsonl@0.5" "far 0.6=$OUT/far.jsonl@0.6" \
-    "far+follow 0.5=$OUT/far-follow.jsonl@0.5"
+    "far+follow 0.5/0.4=$OUT/far-follow.jsonl@0.4"
