@@ -104,6 +104,39 @@ fn events_state_availability_then_clean_sigterm() {
     });
 }
 
+/// `range = "far"` with `[detector.follow]` from a real config file: the daemon reads the sample
+/// face as happy and its stats count the frames whose faces were followed.
+#[test]
+fn far_range_with_follow_reports_the_face_and_counts_followed_frames() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "emonet/test/#");
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[detector.follow]\nevery = 3\n";
+    let cfg = write_config(dir.path(), broker.port, &sample_frames(), extra);
+    let mut daemon = Daemon::start(&cfg, &[("EMONET__DETECTOR__RANGE", "far")]);
+    let appeared = sub.wait_for("an appeared event", WAIT, |m| {
+        is(m, "events") && m.json()["type"] == "appeared"
+    });
+    assert_eq!(appeared.json()["emotion"], "happy", "{}", appeared.payload);
+    let stats = sub.wait_for("stats with followed frames", WAIT, |m| {
+        is(m, "stats") && m.json()["frames"]["detection_followed"].as_u64() > Some(0)
+    });
+    let stats = stats.json();
+    let frames = &stats["frames"];
+    assert!(
+        frames["detection_followed"].as_u64() < frames["processed"].as_u64(),
+        "the far detector ran too: {stats}"
+    );
+    assert_eq!(stats["models"]["detector"], "centerface.onnx", "{stats}");
+    assert_eq!(
+        stats["models"]["follower"], "blazeface-short.onnx",
+        "{stats}"
+    );
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(15));
+    assert!(status.success(), "exit {status:?}; log:\n{}", daemon.log());
+}
+
 #[test]
 fn sigkill_makes_the_broker_deliver_the_last_will() {
     let broker = Broker::start();

@@ -126,10 +126,15 @@ fn model_names(settings: &Settings) -> BTreeMap<String, String> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    BTreeMap::from([
+    let mut names = BTreeMap::from([
         ("detector".to_string(), name(&settings.detector.model)),
         ("classifier".to_string(), name(&settings.classifier.model)),
-    ])
+    ]);
+    if settings.detector.follow.every > 1 {
+        let follower = settings.detector.follower().model;
+        names.insert("follower".to_string(), name(&follower));
+    }
+    names
 }
 
 /// The MQTT task, with the initial (empty) state queued so that `state` is retained from the
