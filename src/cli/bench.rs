@@ -737,6 +737,37 @@ mod tests {
         serde_json::to_string(&r).unwrap();
     }
 
+    /// `--range far --follow-every 4`: CenterFace on one frame in four, the sample face followed
+    /// on the others and found on every one of its frames, in both runs.
+    #[test]
+    fn follow_every_applies_to_both_runs() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let args = BenchArgs {
+            config: None,
+            frames: root.join("samples/frames"),
+            models: root.join("models"),
+            classifier: None,
+            detector: None,
+            range: Some(crate::config::DetectorRange::Far),
+            reuse_max_frames: Some(0),
+            detect_reuse_max_frames: Some(0),
+            follow_every: Some(4),
+            // the 12 frames with the face: CenterFace is slow under CI's aarch64 emulation
+            frames_count: 12,
+            warmup: 0,
+            camera_fps: 200.0,
+            raw_model: vec![],
+            raw_runs: 0,
+            json: true,
+        };
+        let r = measure(&args).unwrap();
+        let t = &r.throughput;
+        assert_eq!((t.follow_every, t.followed), (4, 9), "{t:?}");
+        assert_eq!(t.faces, 12, "{t:?}");
+        let rt = r.realtime.as_ref().unwrap();
+        assert!(rt.detections_followed > 0, "{rt:?}");
+    }
+
     #[test]
     fn raw_input_matches_the_python_formula() {
         let t = raw_input(&[1, 2, 2, 2]);
