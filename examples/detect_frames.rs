@@ -12,7 +12,8 @@
 //! `--follow` detects on the frame, then follows those faces on the same frame once, as the
 //! daemon does between full detections (`detector.follow`, the short-range model in a region
 //! around each face), and reports the followed faces and the time of that followed frame: what a
-//! face that stays in place keeps between full detections.
+//! face that stays in place keeps between full detections (`--follow-motion PX`: a face that
+//! moved PX pixels to the right since).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ struct Args {
     /// `detector.follow.zoom` for `--follow`.
     #[arg(long, default_value_t = FollowSettings::default().zoom)]
     zoom: f32,
+    /// With `--follow`: the full detection sees the frame this many pixels to the left, so the
+    /// faces have moved that far right when they are followed.
+    #[arg(long, default_value_t = 0)]
+    follow_motion: u32,
     /// `detector.follow.score_threshold` for `--follow` (default: the daemon's).
     #[arg(long)]
     follow_threshold: Option<f32>,
@@ -106,12 +111,21 @@ fn detect(det: &FaceDetector, img: &RgbImage, use_tiles: bool) -> Result<Vec<[f3
     Ok(out)
 }
 
-/// The faces `det` finds on `img`, followed once on the same frame by `follower`, in pixels,
-/// and the time of the followed frame.
+/// `img` with everything `dx` pixels further left (the right edge repeated): the frame before,
+/// if everything has since moved `dx` pixels right.
+fn moved_back(img: &RgbImage, dx: u32) -> RgbImage {
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        *img.get_pixel((x + dx).min(img.width() - 1), y)
+    })
+}
+
+/// The faces `det` finds on `img` (as it was `motion` pixels to the left, one frame earlier),
+/// followed on `img` by `follower`, in pixels, and the time of the followed frame.
 fn follow_once(
     det: &FaceDetector,
     follower: &FaceDetector,
     zoom: f32,
+    motion: u32,
     img: &RgbImage,
 ) -> Result<(Vec<[f32; 5]>, Duration)> {
     let mut follow = FaceFollower::new(FollowSettings {
@@ -119,10 +133,14 @@ fn follow_once(
         zoom,
         ..FollowSettings::default()
     });
-    let find_in = |region| follower.detect_in(img, region);
-    follow.faces(img, || det.detect(img), find_in)?;
+    let before = moved_back(img, motion);
+    follow.faces(&before, || det.detect(&before), |_| unreachable!())?;
     let t = Instant::now();
-    let (faces, followed) = follow.faces(img, || unreachable!(), find_in)?;
+    let (faces, followed) = follow.faces(
+        img,
+        || unreachable!(),
+        |region| follower.detect_in(img, region),
+    )?;
     let t = t.elapsed();
     anyhow::ensure!(followed, "the second frame was not followed");
     let (w, h) = (img.width() as f32, img.height() as f32);
@@ -184,7 +202,8 @@ fn main() -> Result<()> {
                     t.elapsed()
                 }
                 Some(follower) => {
-                    let (followed, t) = follow_once(&det, follower, args.zoom, &img)?;
+                    let (followed, t) =
+                        follow_once(&det, follower, args.zoom, args.follow_motion, &img)?;
                     faces = followed;
                     t
                 }
