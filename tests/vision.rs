@@ -503,6 +503,31 @@ fn far_faces_are_followed_between_full_detections() {
     assert_eq!(followed, 9);
 }
 
+/// Following needs the short-range model beside the configured detector: without it, loading
+/// fails naming `detector.follow` and the missing file.
+#[test]
+fn follow_without_the_short_range_file_names_the_setting_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let far = dir.path().join(emonet::config::FAR_RANGE_DETECTOR_FILE);
+    std::fs::copy(common::model(emonet::config::FAR_RANGE_DETECTOR_FILE), &far).unwrap();
+    let mut s = Settings::default();
+    s.use_models_in(&root().join("models"));
+    s.detector.range = emonet::config::DetectorRange::Far;
+    s.detector.model = far;
+    s.detector.follow.every = 5;
+    let e = match Pipeline::load(&s) {
+        Ok(_) => panic!("loaded without {}", emonet::config::DEFAULT_DETECTOR_FILE),
+        Err(e) => format!("{e:#}"),
+    };
+    let missing = dir.path().join(emonet::config::DEFAULT_DETECTOR_FILE);
+    assert!(
+        e.contains("detector.follow") && e.contains(&missing.display().to_string()),
+        "{e}"
+    );
+    s.detector.follow.every = 0;
+    Pipeline::load(&s).expect("without following the far file alone is enough");
+}
+
 /// A detector file of another range than `detector.range`, or no detector at all, is refused
 /// with the file and both ranges named.
 #[test]
