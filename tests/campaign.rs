@@ -221,11 +221,14 @@ fn ten_thousand_corrupt_frames_are_counted_with_flat_memory() {
         words[i - 1].parse().unwrap()
     };
     let (captured, corrupt) = (count("captured"), count("corrupt"));
+    // Flat while frames flow: from 10 % of the run to 90 %. The last tenth is the daemon draining
+    // and shutting down, which touches code and buffers once (measured: a one-off step of ~1 MB).
     let tenth = rss.len() / 10;
-    let (at10, peak) = (rss[tenth], rss[tenth..].iter().copied().max().unwrap());
+    let window = &rss[tenth..rss.len() - tenth];
+    let (at10, peak) = (rss[tenth], window.iter().copied().max().unwrap());
     eprintln!(
         "10000 corrupt frames: {captured} decoded, {corrupt} corrupt ({truncated} truncated), \
-         RSS at 10 % {at10} kB, peak after {peak} kB, log {} bytes",
+         RSS at 10 % {at10} kB, peak until 90 % {peak} kB, log {} bytes",
         log.len()
     );
     drop(sub);
