@@ -152,6 +152,13 @@ pub struct FollowSettings {
     pub score_threshold: f32,
 }
 
+impl FollowSettings {
+    /// Whether any frame is followed (`every` 0 and 1 both detect in full on every frame).
+    pub fn is_on(&self) -> bool {
+        self.every > 1
+    }
+}
+
 impl Default for FollowSettings {
     fn default() -> Self {
         FollowSettings {

@@ -50,10 +50,11 @@ impl FaceFollower {
         full: impl FnOnce() -> Result<Vec<Face>>,
         find_in: impl FnMut(PixelRect) -> Result<Vec<Face>>,
     ) -> Result<(Vec<Face>, bool)> {
-        let due = match self.since_full {
-            Some(n) => n + 1 >= self.cfg.every,
-            None => true,
-        };
+        // Off (the default): nothing to remember on the per-frame path.
+        if !self.cfg.is_on() {
+            return Ok((full()?, false));
+        }
+        let due = self.since_full.is_none_or(|n| n + 1 >= self.cfg.every);
         // Forgotten first, so that a failed detection leaves nothing stale behind.
         let last = std::mem::take(&mut self.faces);
         let since = self.since_full.take();
@@ -62,10 +63,9 @@ impl FaceFollower {
         } else {
             (self.follow(image, &last, find_in)?, true)
         };
-        self.since_full = Some(if followed {
-            since.map_or(0, |n| n + 1)
-        } else {
-            0
+        self.since_full = Some(match since {
+            Some(n) if followed => n + 1,
+            _ => 0,
         });
         self.faces = faces.clone();
         Ok((faces, followed))
@@ -158,6 +158,11 @@ mod tests {
         })
     }
 
+    /// A frame on which the full detector is due and finds `found`.
+    fn full_pass(f: &mut FaceFollower, img: &RgbImage, found: Vec<Face>) -> (Vec<Face>, bool) {
+        f.faces(img, || Ok(found), |_| unreachable!()).unwrap()
+    }
+
     #[test]
     fn full_detection_runs_on_one_frame_in_every() {
         let mut f = follower(3);
@@ -228,8 +233,7 @@ mod tests {
         let mut f = follower(10);
         let img = frame();
         let two = vec![face(0.1, 0.1, 0.1, 0.9), face(0.7, 0.5, 0.1, 0.8)];
-        f.faces(&img, || Ok(two.clone()), |_| unreachable!())
-            .unwrap();
+        full_pass(&mut f, &img, two.clone());
         let mut regions = vec![];
         let (faces, followed) = f
             .faces(
@@ -264,12 +268,7 @@ mod tests {
     fn a_face_not_found_again_is_dropped_until_the_next_full_detection() {
         let mut f = follower(3);
         let img = frame();
-        f.faces(
-            &img,
-            || Ok(vec![face(0.4, 0.4, 0.1, 0.9)]),
-            |_| unreachable!(),
-        )
-        .unwrap();
+        full_pass(&mut f, &img, vec![face(0.4, 0.4, 0.1, 0.9)]);
         let (faces, followed) = f.faces(&img, || unreachable!(), |_| Ok(vec![])).unwrap();
         assert!(followed && faces.is_empty());
         // Nothing to follow: the next frame searches nowhere.
@@ -277,13 +276,7 @@ mod tests {
             .faces(&img, || unreachable!(), |_| panic!("no face to follow"))
             .unwrap();
         assert!(followed && faces.is_empty());
-        let (faces, followed) = f
-            .faces(
-                &img,
-                || Ok(vec![face(0.4, 0.4, 0.1, 0.9)]),
-                |_| unreachable!(),
-            )
-            .unwrap();
+        let (faces, followed) = full_pass(&mut f, &img, vec![face(0.4, 0.4, 0.1, 0.9)]);
         assert!(!followed && faces.len() == 1);
     }
 
@@ -292,7 +285,7 @@ mod tests {
         let mut f = follower(5);
         let img = frame();
         let close = vec![face(0.40, 0.4, 0.1, 0.9), face(0.43, 0.4, 0.1, 0.8)];
-        f.faces(&img, || Ok(close), |_| unreachable!()).unwrap();
+        full_pass(&mut f, &img, close);
         let (faces, _) = f
             .faces(
                 &img,
@@ -307,12 +300,7 @@ mod tests {
     fn a_failed_detection_forgets_the_faces_and_detects_in_full_next() {
         let mut f = follower(5);
         let img = frame();
-        f.faces(
-            &img,
-            || Ok(vec![face(0.4, 0.4, 0.1, 0.9)]),
-            |_| unreachable!(),
-        )
-        .unwrap();
+        full_pass(&mut f, &img, vec![face(0.4, 0.4, 0.1, 0.9)]);
         let err = f.faces(&img, || unreachable!(), |_| bail!("model failed"));
         assert!(err.is_err());
         let fulls = Cell::new(0);

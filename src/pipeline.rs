@@ -70,7 +70,7 @@ impl Pipeline {
         let detector = FaceDetector::load(&settings.detector)
             .with_context(|| format!("detector.model {}", settings.detector.model.display()))?;
         let follow = settings.detector.follow;
-        let follower = if follow.every > 1 {
+        let follower = if follow.is_on() {
             let s = settings.detector.follower();
             let loaded = FaceDetector::load(&s).with_context(|| {
                 format!(

@@ -690,10 +690,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn replays_the_sample_frames_through_every_stage() {
+    /// The checkout's sample frames and models, 20 frames after 1 of warm-up, no raw model.
+    fn sample_args() -> BenchArgs {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let args = BenchArgs {
+        BenchArgs {
             config: None,
             frames: root.join("samples/frames"),
             models: root.join("models"),
@@ -706,9 +706,19 @@ mod tests {
             frames_count: 20,
             warmup: 1,
             camera_fps: 200.0,
+            raw_model: vec![],
+            raw_runs: 0,
+            json: true,
+        }
+    }
+
+    #[test]
+    fn replays_the_sample_frames_through_every_stage() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let args = BenchArgs {
             raw_model: vec![root.join("models/blazeface-short.onnx")],
             raw_runs: 2,
-            json: true,
+            ..sample_args()
         };
         let r = measure(&args).unwrap();
         let t = &r.throughput;
@@ -741,13 +751,7 @@ mod tests {
     /// on the others and found on every one of its frames, in both runs.
     #[test]
     fn follow_every_applies_to_both_runs() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let args = BenchArgs {
-            config: None,
-            frames: root.join("samples/frames"),
-            models: root.join("models"),
-            classifier: None,
-            detector: None,
             range: Some(crate::config::DetectorRange::Far),
             reuse_max_frames: Some(0),
             detect_reuse_max_frames: Some(0),
@@ -755,10 +759,7 @@ mod tests {
             // the 12 frames with the face: CenterFace is slow under CI's aarch64 emulation
             frames_count: 12,
             warmup: 0,
-            camera_fps: 200.0,
-            raw_model: vec![],
-            raw_runs: 0,
-            json: true,
+            ..sample_args()
         };
         let r = measure(&args).unwrap();
         let t = &r.throughput;

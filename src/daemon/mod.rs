@@ -130,7 +130,7 @@ fn model_names(settings: &Settings) -> BTreeMap<String, String> {
         ("detector".to_string(), name(&settings.detector.model)),
         ("classifier".to_string(), name(&settings.classifier.model)),
     ]);
-    if settings.detector.follow.every > 1 {
+    if settings.detector.follow.is_on() {
         let follower = settings.detector.follower().model;
         names.insert("follower".to_string(), name(&follower));
     }
