@@ -129,7 +129,7 @@ fn follow_once(
     img: &RgbImage,
 ) -> Result<(Vec<[f32; 5]>, Duration)> {
     let mut follow = FaceFollower::new(FollowSettings {
-        every: 2,
+        every: Some(2),
         zoom,
         ..FollowSettings::default()
     });

@@ -92,9 +92,9 @@ pub enum DetectorRange {
 
 impl DetectorRange {
     /// The model file shipped for this range.
-    pub fn default_file(self) -> &'static str {
+    pub const fn default_file(self) -> &'static str {
         match self {
-            DetectorRange::Short => DEFAULT_DETECTOR_FILE,
+            DetectorRange::Short => SHORT_RANGE_DETECTOR_FILE,
             DetectorRange::Full => FULL_RANGE_DETECTOR_FILE,
             DetectorRange::Far => FAR_RANGE_DETECTOR_FILE,
         }
@@ -106,6 +106,16 @@ impl DetectorRange {
         match self {
             DetectorRange::Short | DetectorRange::Full => 0.6,
             DetectorRange::Far => 0.5,
+        }
+    }
+
+    /// `follow.every` when it is not set: CenterFace is followed between full detections on one
+    /// frame in five, which keeps a one-face frame near the short-range cost on x86 (`models/README.md`,
+    /// detection benchmark); the BlazeFace ranges are cheap enough to run on every frame.
+    pub fn default_follow_every(self) -> u32 {
+        match self {
+            DetectorRange::Short | DetectorRange::Full => 0,
+            DetectorRange::Far => 5,
         }
     }
 }
@@ -142,8 +152,9 @@ pub struct DetectorSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct FollowSettings {
     /// The full detector runs on one frame in `every`; the frames between follow the faces it
-    /// found (0 = the full detector on every frame).
-    pub every: u32,
+    /// found (0 = the full detector on every frame). Unset: the range's default
+    /// ([`DetectorRange::default_follow_every`]; read it through [`DetectorSettings::following`]).
+    pub every: Option<u32>,
     /// Side of the square searched around a face, in face widths.
     pub zoom: f32,
     /// Minimum score of a face found again (0..1). Lower than a full detection's: it is looked
@@ -153,16 +164,17 @@ pub struct FollowSettings {
 }
 
 impl FollowSettings {
-    /// Whether any frame is followed (`every` 0 and 1 both detect in full on every frame).
+    /// Whether any frame is followed (`every` 0 and 1 both detect in full on every frame; unset
+    /// is off here: [`DetectorSettings::following`] resolves it first).
     pub fn is_on(&self) -> bool {
-        self.every > 1
+        self.every.is_some_and(|n| n > 1)
     }
 }
 
 impl Default for FollowSettings {
     fn default() -> Self {
         FollowSettings {
-            every: 0,
+            every: None,
             zoom: 2.0,
             score_threshold: 0.4,
         }
@@ -327,18 +339,25 @@ impl Default for ReplaySettings {
 
 /// Where the packaged models live; a source checkout uses `models/` via its config files.
 pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
-/// The default model files (in `DEFAULT_MODEL_DIR`, or `models/` of a checkout for the tools).
-pub const DEFAULT_DETECTOR_FILE: &str = "blazeface-short.onnx";
+/// The detector range used when `detector.range` is not set. Not `far`, though only `far` sees
+/// people 3 m away: CenterFace raises the daemon's peak RSS from ~55 MB to ~105 MB (above the
+/// 64 MB target) and is projected to cut a Raspberry Pi 4's frame rate to about a third
+/// (`models/README.md`, detection benchmark).
+pub const DEFAULT_DETECTOR_RANGE: DetectorRange = DetectorRange::Short;
+/// The short-range detector file (`detector.range = "short"`, and the follower of every range).
+pub const SHORT_RANGE_DETECTOR_FILE: &str = "blazeface-short.onnx";
 /// The full-range detector file (`detector.range = "full"`).
 pub const FULL_RANGE_DETECTOR_FILE: &str = "blazeface-full.onnx";
 /// The distance detector file (`detector.range = "far"`).
 pub const FAR_RANGE_DETECTOR_FILE: &str = "centerface.onnx";
+/// The default model files (in `DEFAULT_MODEL_DIR`, or `models/` of a checkout for the tools).
+pub const DEFAULT_DETECTOR_FILE: &str = DEFAULT_DETECTOR_RANGE.default_file();
 pub const DEFAULT_CLASSIFIER_FILE: &str = "emotion-mnv2-w8.onnx";
 
 impl Default for DetectorSettings {
     fn default() -> Self {
         DetectorSettings {
-            range: DetectorRange::Short,
+            range: DEFAULT_DETECTOR_RANGE,
             model: Path::new(DEFAULT_MODEL_DIR).join(DEFAULT_DETECTOR_FILE),
             score_threshold: None,
             nms_iou: 0.3,
@@ -664,7 +683,7 @@ impl DetectorSettings {
     /// `range` in the same folder (so `range = "full"` alone switches models).
     pub fn apply_range(&mut self) {
         let shipped = [
-            DEFAULT_DETECTOR_FILE,
+            SHORT_RANGE_DETECTOR_FILE,
             FULL_RANGE_DETECTOR_FILE,
             FAR_RANGE_DETECTOR_FILE,
         ];
@@ -682,20 +701,46 @@ impl DetectorSettings {
             .unwrap_or_else(|| self.range.default_score_threshold())
     }
 
+    /// For the start-up log: `far (centerface.onnx), full detection on 1 frame in 5`.
+    pub fn describe(&self) -> String {
+        let file = self.model.file_name().unwrap_or_default().to_string_lossy();
+        let mut s = format!("{} ({file})", self.range.name());
+        let follow = self.following();
+        if follow.is_on() {
+            s += &format!(
+                ", full detection on 1 frame in {}",
+                follow.every.unwrap_or(0)
+            );
+        }
+        s
+    }
+
+    /// `follow` with `every` resolved: the configured value, or the range's default.
+    pub fn following(&self) -> FollowSettings {
+        FollowSettings {
+            every: Some(
+                self.follow
+                    .every
+                    .unwrap_or_else(|| self.range.default_follow_every()),
+            ),
+            ..self.follow
+        }
+    }
+
     /// The detector that follows faces between full detections (`follow`): the short-range
     /// model from the folder of `model`, with this detector's limits and `follow.score_threshold`,
     /// following nothing itself.
     pub fn follower(&self) -> DetectorSettings {
         DetectorSettings {
             range: DetectorRange::Short,
-            model: self.model.with_file_name(DEFAULT_DETECTOR_FILE),
+            model: self.model.with_file_name(SHORT_RANGE_DETECTOR_FILE),
             score_threshold: Some(self.follow.score_threshold),
             reuse: SceneReuseSettings {
                 max_frames: 0,
                 ..self.reuse
             },
             follow: FollowSettings {
-                every: 0,
+                every: Some(0),
                 ..self.follow
             },
             ..self.clone()
@@ -712,7 +757,9 @@ impl DetectorSettings {
         check_range("detector.min_face_size", self.min_face_size, 0.0, 1.0)?;
         check_range("detector.reuse.max_frames", self.reuse.max_frames, 0, 1000)?;
         check_grey_levels("detector.reuse.max_change", self.reuse.max_change)?;
-        check_range("detector.follow.every", self.follow.every, 0, 1000)?;
+        if let Some(every) = self.follow.every {
+            check_range("detector.follow.every", every, 0, 1000)?;
+        }
         check_range("detector.follow.zoom", self.follow.zoom, 1.5, 4.0)?;
         check_range(
             "detector.follow.score_threshold",
@@ -795,7 +842,7 @@ pub fn log_level(s: &str) -> Result<log::LevelFilter> {
 }
 
 /// Keys whose default is unset, so the serialised defaults do not show them.
-const UNSET_BY_DEFAULT: &[&str] = &["detector.score_threshold"];
+const UNSET_BY_DEFAULT: &[&str] = &["detector.score_threshold", "detector.follow.every"];
 
 /// Dotted paths of every leaf key a file may set, derived from the defaults so the list never
 /// drifts from the structs.
@@ -994,23 +1041,24 @@ mod tests {
 
     #[test]
     fn detector_follow_table_bounds_and_follower() {
-        assert_eq!(
-            Settings::default().detector.follow.every,
-            0,
-            "off by default"
-        );
         let f = write("[detector]\nrange = \"far\"\n[detector.follow]\nevery = 5\nzoom = 2.5\n");
         let s = Settings::load_with_env(f.path(), &[]).unwrap();
-        assert_eq!((s.detector.follow.every, s.detector.follow.zoom), (5, 2.5));
+        assert_eq!(
+            (s.detector.follow.every, s.detector.follow.zoom),
+            (Some(5), 2.5)
+        );
         // The follower is the short-range file beside the far one, following nothing itself.
         let follower = s.detector.follower();
         assert_eq!(follower.range, DetectorRange::Short);
         assert_eq!(
             follower.model,
-            s.detector.model.with_file_name(DEFAULT_DETECTOR_FILE)
+            s.detector.model.with_file_name(SHORT_RANGE_DETECTOR_FILE)
         );
         assert_eq!(follower.score_threshold(), 0.4);
-        assert_eq!((follower.follow.every, follower.reuse.max_frames), (0, 0));
+        assert_eq!(
+            (follower.follow.every, follower.reuse.max_frames),
+            (Some(0), 0)
+        );
         for (toml, key) in [
             ("every = 5000", "detector.follow.every"),
             ("zoom = 1.0", "detector.follow.zoom"),
@@ -1020,6 +1068,37 @@ mod tests {
             let err = format!("{:#}", Settings::load_with_env(f.path(), &[]).unwrap_err());
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    /// `far` is followed between full detections unless `every` says otherwise; the BlazeFace
+    /// ranges (the default `short` among them) follow nothing unless asked to.
+    #[test]
+    fn follow_every_defaults_to_the_ranges_and_an_explicit_value_wins() {
+        let d = Settings::default().detector;
+        assert_eq!(d.range, DetectorRange::Short);
+        assert_eq!(d.model.file_name().unwrap(), SHORT_RANGE_DETECTOR_FILE);
+        assert_eq!(
+            (d.following().every, d.following().is_on()),
+            (Some(0), false)
+        );
+        assert_eq!(d.describe(), "short (blazeface-short.onnx)");
+        for (toml, every) in [
+            ("", 0),
+            ("range = \"full\"\n", 0),
+            ("range = \"far\"\n", 5),
+            ("range = \"far\"\n[detector.follow]\nevery = 0\n", 0),
+            ("[detector.follow]\nevery = 3\n", 3),
+        ] {
+            let f = write(&format!("[detector]\n{toml}"));
+            let s = Settings::load_with_env(f.path(), &[]).unwrap();
+            assert_eq!(s.detector.following().every, Some(every), "{toml}");
+        }
+        let f = write("[detector]\nrange = \"far\"\n");
+        let s = Settings::load_with_env(f.path(), &[]).unwrap();
+        assert_eq!(
+            s.detector.describe(),
+            "far (centerface.onnx), full detection on 1 frame in 5"
+        );
     }
 
     #[test]
@@ -1033,7 +1112,10 @@ mod tests {
         assert_eq!(s.detector.score_threshold(), 0.5);
         let f = write("[detector]\nrange = \"short\"\n");
         let s = Settings::load_with_env(f.path(), &[]).unwrap();
-        assert_eq!(s.detector.model.file_name().unwrap(), DEFAULT_DETECTOR_FILE);
+        assert_eq!(
+            s.detector.model.file_name().unwrap(),
+            SHORT_RANGE_DETECTOR_FILE
+        );
         assert_eq!(s.detector.score_threshold(), 0.6);
         let f = write("[detector]\nrange = \"far\"\nscore_threshold = 0.7\n");
         let s = Settings::load_with_env(f.path(), &[]).unwrap();

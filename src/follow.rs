@@ -54,7 +54,8 @@ impl FaceFollower {
         if !self.cfg.is_on() {
             return Ok((full()?, false));
         }
-        let due = self.since_full.is_none_or(|n| n + 1 >= self.cfg.every);
+        let every = self.cfg.every.unwrap_or(0);
+        let due = self.since_full.is_none_or(|n| n + 1 >= every);
         // Forgotten first, so that a failed detection leaves nothing stale behind.
         let last = std::mem::take(&mut self.faces);
         let since = self.since_full.take();
@@ -153,7 +154,7 @@ mod tests {
 
     fn follower(every: u32) -> FaceFollower {
         FaceFollower::new(FollowSettings {
-            every,
+            every: Some(every),
             ..FollowSettings::default()
         })
     }

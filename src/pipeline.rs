@@ -69,7 +69,7 @@ impl Pipeline {
     pub fn load(settings: &Settings) -> Result<Self> {
         let detector = FaceDetector::load(&settings.detector)
             .with_context(|| format!("detector.model {}", settings.detector.model.display()))?;
-        let follow = settings.detector.follow;
+        let follow = settings.detector.following();
         let follower = if follow.is_on() {
             let s = settings.detector.follower();
             let loaded = FaceDetector::load(&s).with_context(|| {

@@ -191,6 +191,11 @@ fn ten_thousand_corrupt_frames_are_counted_with_flat_memory() {
             ("EMONET__REPLAY__LOOP", "false"),
         ],
     );
+    // Memory is measured from the first processed frame on: loading and planning the models
+    // (three with the default detector, CenterFace and its follower) is not the steady state.
+    sub.wait_for("stats after the first processed frame", WAIT, |m| {
+        m.json()["frames"]["processed"].as_u64() > Some(0)
+    });
     let mut rss = Vec::new();
     while daemon.child.try_wait().unwrap().is_none() {
         if let Some(kb) = rss_kb(daemon.child.id()) {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{classifier_model, detector_model, root};
+use common::{classifier_model, root, short_detector_model};
 use emonet::cli::eval::{evaluate, evaluate_path, EvalOptions};
 use emonet::vision::{DetectorSettings, EmotionClassifier, EmotionScores, FaceDetector};
 use image::RgbImage;
@@ -207,7 +207,8 @@ fn detect_then_classify_fer_faces() {
     let rows = read_labels(&val);
     // The detector settings the floor was measured with.
     let det = FaceDetector::load(&DetectorSettings {
-        model: detector_model(),
+        range: emonet::config::DetectorRange::Short,
+        model: short_detector_model(),
         score_threshold: Some(0.5),
         max_faces: 10,
         ..DetectorSettings::default()

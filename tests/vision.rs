@@ -9,16 +9,18 @@ mod common;
 
 use std::path::Path;
 
-use common::{classifier_model, detector_model, root};
+use common::{classifier_model, detector_model, root, short_detector_model};
 use emonet::cli::classify::{self, ClassifyArgs};
 use emonet::config::Settings;
 use emonet::pipeline::Pipeline;
 use emonet::vision::{DetectorSettings, EmotionClassifier, Face, FaceDetector, PixelRect};
 use image::RgbImage;
 
+/// The short-range BlazeFace: the follower of every range, and `range = "short"`.
 fn detector_settings() -> DetectorSettings {
     DetectorSettings {
-        model: detector_model(),
+        range: emonet::config::DetectorRange::Short,
+        model: short_detector_model(),
         ..DetectorSettings::default()
     }
 }
@@ -208,12 +210,14 @@ fn classify_crop_matches_face_path_on_the_same_region() {
 
 #[test]
 fn detector_file_is_not_a_classifier() {
-    let p = detector_model();
-    let e = format!("{:#}", EmotionClassifier::load(&p).unwrap_err());
-    assert!(
-        e.contains(emonet::config::DEFAULT_DETECTOR_FILE) && e.contains("emonet.labels"),
-        "{e}"
-    );
+    for p in [detector_model(), short_detector_model()] {
+        let e = format!("{:#}", EmotionClassifier::load(&p).unwrap_err());
+        let file = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            e.contains(&file) && e.contains("metadata_props lacks `emonet."),
+            "{e}"
+        );
+    }
     let e = format!(
         "{:#}",
         EmotionClassifier::load(Path::new("/nonexistent/m.onnx")).unwrap_err()
@@ -254,7 +258,7 @@ fn classify_image_json_and_errors() {
         images: vec![root().join("tests/data/coffee.png"), bad],
         model: classifier_model(),
         range: emonet::config::DetectorRange::Short,
-        detector: Some(detector_model()),
+        detector: Some(short_detector_model()),
         annotate: None,
         score_threshold: Some(0.5),
         nms_iou: 0.3,
@@ -467,7 +471,7 @@ fn far_faces_are_followed_between_full_detections() {
     s.detector.range = emonet::config::DetectorRange::Far;
     s.detector.apply_range();
     s.detector.reuse.max_frames = 0;
-    s.detector.follow.every = 5;
+    s.detector.follow.every = Some(5);
     s.classifier.reuse.max_frames = 0;
     let pipeline = Pipeline::load(&s).expect("load pipeline");
     let follower = pipeline.follower.as_ref().expect("a follower is loaded");
@@ -514,17 +518,20 @@ fn follow_without_the_short_range_file_names_the_setting_and_the_file() {
     s.use_models_in(&root().join("models"));
     s.detector.range = emonet::config::DetectorRange::Far;
     s.detector.model = far;
-    s.detector.follow.every = 5;
+    s.detector.follow.every = Some(5);
     let e = match Pipeline::load(&s) {
-        Ok(_) => panic!("loaded without {}", emonet::config::DEFAULT_DETECTOR_FILE),
+        Ok(_) => panic!(
+            "loaded without {}",
+            emonet::config::SHORT_RANGE_DETECTOR_FILE
+        ),
         Err(e) => format!("{e:#}"),
     };
-    let missing = dir.path().join(emonet::config::DEFAULT_DETECTOR_FILE);
+    let missing = dir.path().join(emonet::config::SHORT_RANGE_DETECTOR_FILE);
     assert!(
         e.contains("detector.follow") && e.contains(&missing.display().to_string()),
         "{e}"
     );
-    s.detector.follow.every = 0;
+    s.detector.follow.every = Some(0);
     Pipeline::load(&s).expect("without following the far file alone is enough");
 }
 
@@ -539,7 +546,7 @@ fn detector_file_must_match_the_range() {
     .unwrap_err();
     let e = format!("{e:#}");
     assert!(
-        e.contains(emonet::config::DEFAULT_DETECTOR_FILE)
+        e.contains(emonet::config::SHORT_RANGE_DETECTOR_FILE)
             && e.contains("short-range")
             && e.contains("detector.range = far"),
         "{e}"

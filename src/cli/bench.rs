@@ -63,8 +63,8 @@ pub struct BenchArgs {
     /// the config's, 2 without one). The throughput table always detects.
     #[arg(long, value_name = "N")]
     pub detect_reuse_max_frames: Option<u32>,
-    /// `detector.follow.every` (0 = the full detector on every frame; default: the config's, 0
-    /// without one). Applies to both runs: it is how faces are found, not a cache.
+    /// `detector.follow.every` (0 = the full detector on every frame; default: the config's, the
+    /// range's default without one: 5 for `far`, 0 for `short` and `full`). Applies to both runs: it is how faces are found, not a cache.
     #[arg(long, value_name = "N")]
     pub follow_every: Option<u32>,
     /// Face detector to use instead of the default.
@@ -278,7 +278,7 @@ fn settings_for(args: &BenchArgs) -> Result<(Settings, PathBuf)> {
         s.detector.reuse.max_frames = n;
     }
     if let Some(n) = args.follow_every {
-        s.detector.follow.every = n;
+        s.detector.follow.every = Some(n);
     }
     Ok((s, frames))
 }
@@ -351,7 +351,7 @@ fn throughput(
         ],
         fps: round3(n as f64 / total.as_secs_f64().max(1e-9)),
         worker_fps: round3(n as f64 / worker_total.as_secs_f64().max(1e-9)),
-        follow_every: pipeline.follow.every,
+        follow_every: pipeline.follow.every.unwrap_or(0),
         followed,
     })
 }

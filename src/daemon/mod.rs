@@ -71,9 +71,10 @@ pub fn run(settings: Settings, shutdown: Shutdown) -> Result<()> {
     let pipeline = Pipeline::load(&settings)?;
     let source = open_source(&settings)?;
     log::info!(
-        "emonet {} device {device_id}: source {}, classifier {}, publishing to {}:{} under {}/{device_id}/",
+        "emonet {} device {device_id}: source {}, detector {}, classifier {}, publishing to {}:{} under {}/{device_id}/",
         env!("CARGO_PKG_VERSION"),
         source.describe(),
+        settings.detector.describe(),
         pipeline.classifier.meta().name,
         settings.mqtt.host,
         settings.mqtt.port,
@@ -130,7 +131,7 @@ fn model_names(settings: &Settings) -> BTreeMap<String, String> {
         ("detector".to_string(), name(&settings.detector.model)),
         ("classifier".to_string(), name(&settings.classifier.model)),
     ]);
-    if settings.detector.follow.is_on() {
+    if settings.detector.following().is_on() {
         let follower = settings.detector.follower().model;
         names.insert("follower".to_string(), name(&follower));
     }

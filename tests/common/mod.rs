@@ -24,6 +24,12 @@ pub fn detector_model() -> PathBuf {
     model(emonet::config::DEFAULT_DETECTOR_FILE)
 }
 
+/// The short-range BlazeFace (`range = "short"`, and the follower of every range).
+#[allow(dead_code)] // not every test binary uses it
+pub fn short_detector_model() -> PathBuf {
+    model(emonet::config::SHORT_RANGE_DETECTOR_FILE)
+}
+
 /// The default emotion classifier of the checkout (`config::DEFAULT_CLASSIFIER_FILE`).
 pub fn classifier_model() -> PathBuf {
     model(emonet::config::DEFAULT_CLASSIFIER_FILE)
