@@ -340,7 +340,7 @@ impl Default for ReplaySettings {
 /// Where the packaged models live; a source checkout uses `models/` via its config files.
 pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
 /// The detector range used when `detector.range` is not set. Not `far`, though only `far` sees
-/// people 3 m away: CenterFace raises the daemon's peak RSS from ~55 MB to ~105 MB (above the
+/// people 3 m away: CenterFace raises the daemon's peak RSS from ~52 MB to ~105 MB (above the
 /// 64 MB target) and is projected to cut a Raspberry Pi 4's frame rate to about a third
 /// (`models/README.md`, detection benchmark).
 pub const DEFAULT_DETECTOR_RANGE: DetectorRange = DetectorRange::Short;

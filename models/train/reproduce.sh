@@ -31,6 +31,10 @@
 #            mirror, computed once into RUN/teacher-targets.pt (train.py --teacher-cache), instead
 #            of running the teacher on every augmented view: the student phase then costs what
 #            plain fine-tuning costs (default 0)
+#   FT_SIZE  > 0: after the student, fine-tune its CKPT checkpoint at this input size for FT_EPOCHS
+#            (peak LR FT_LR) in RUN/ft$FT_SIZE, distilled from the teacher's cached logits
+#            (train.py --init, --teacher-cache RUN/teacher-targets.pt), and export that run's CKPT
+#            instead (default 0: no fine-tuning phase)
 #   BUDGET_S, TEACHER_BUDGET_S   > 0: the epochs of student / teacher are chosen to fit this many
 #            seconds (at most EPOCHS / TEACHER_EPOCHS; train.py --budget-s; for GPU slots)
 #   EXPORT   0: stop after training (gpu_run.sh: the export runs where `tract` is installed)
@@ -73,6 +77,9 @@ KD_ALPHA="${KD_ALPHA:-0.5}"
 KD_TEMP="${KD_TEMP:-2}"
 TEACHER_CACHE="${TEACHER_CACHE:-0}"
 EXPORT="${EXPORT:-1}"
+FT_SIZE="${FT_SIZE:-0}"
+FT_EPOCHS="${FT_EPOCHS:-14}"
+FT_LR="${FT_LR:-0.02}"
 
 if [ ! -f "$DATA/train/labels.csv" ]; then
     tarball="../shared/datasets/fer.tar.gz"
@@ -119,9 +126,16 @@ if [ "$PLAN_EPOCHS" -gt 0 ] && [ "$RETIME_AT" -gt 0 ]; then
 else
     train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$EPOCHS" "${student[@]}"
 fi
+best="$RUN/$CKPT.pt"
+if [ "$FT_SIZE" -gt 0 ]; then
+    [ -n "$teacher" ] || { echo "FT_SIZE needs a teacher (TEACHER_SIZE or TEACHER_CKPT)" >&2; exit 1; }
+    train "$RUN/ft$FT_SIZE" "$FT_SIZE" "$FT_LR" 0 --epochs "$FT_EPOCHS" --init "$best" \
+        --teacher "$teacher" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP" \
+        --teacher-cache "$RUN/teacher-targets.pt"
+    best="$RUN/ft$FT_SIZE/$CKPT.pt"
+fi
 echo "training: $(( $(date +%s) - start )) s" | tee -a "$RUN/train.log"
 [ "$EXPORT" = 1 ] || exit 0
-best="$RUN/$CKPT.pt"
 echo "exporting $best"
 
 "$PY" "$here/export.py" --checkpoint "$best" --data "$DATA" \

