@@ -191,8 +191,8 @@ fn ten_thousand_corrupt_frames_are_counted_with_flat_memory() {
             ("EMONET__REPLAY__LOOP", "false"),
         ],
     );
-    // Memory is measured from the first processed frame on: loading and planning the models
-    // (three with the default detector, CenterFace and its follower) is not the steady state.
+    // Memory is measured from the first processed frame on: loading and planning the models is
+    // not the steady state (with `range = "far"`, three of them, it outlasted 10 % of the run).
     sub.wait_for("stats after the first processed frame", WAIT, |m| {
         m.json()["frames"]["processed"].as_u64() > Some(0)
     });

@@ -64,7 +64,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub detect_reuse_max_frames: Option<u32>,
     /// `detector.follow.every` (0 = the full detector on every frame; default: the config's, the
-    /// range's default without one: 5 for `far`, 0 for `short` and `full`). Applies to both runs: it is how faces are found, not a cache.
+    /// range's default without one: 5 for `far`, 0 for `short` and `full`). Applies to both
+    /// runs: it is how faces are found, not a cache.
     #[arg(long, value_name = "N")]
     pub follow_every: Option<u32>,
     /// Face detector to use instead of the default.
