@@ -84,6 +84,7 @@ impl Pipeline {
         };
         let classifier = EmotionClassifier::load(&settings.classifier.model)
             .with_context(|| format!("classifier.model {}", settings.classifier.model.display()))?;
+        crate::cpu::release_freed_memory();
         Ok(Pipeline {
             detector,
             follower,

@@ -342,6 +342,28 @@ fn far_detector() -> FaceDetector {
     .expect("load far-range detector")
 }
 
+/// The shipped CenterFace computes its wide blocks in channel groups
+/// (`models/tools/convert_centerface.py`), so no tensor of its optimized plan is larger than a few
+/// MB: the original file's 96-channel 144×192 activation (10.6 MB) was most of the far
+/// detector's working memory.
+#[test]
+fn far_detector_has_no_wide_activation() {
+    let path = common::model(emonet::config::FAR_RANGE_DETECTOR_FILE);
+    let (w, h) = emonet::config::DetectorRange::Far.input_dims();
+    let m = emonet::vision::model::load(&path, &[1, 3, h, w]).unwrap();
+    let largest = m
+        .plan
+        .model()
+        .nodes()
+        .iter()
+        .flat_map(|n| n.outputs.iter())
+        .filter_map(|o| Some(o.fact.shape.as_concrete()?.iter().product::<usize>() * 4))
+        .max()
+        .unwrap();
+    eprintln!("largest activation of {}: {largest} B", path.display());
+    assert!(largest <= 3_000_000, "largest activation {largest} B");
+}
+
 /// CenterFace (`range = "far"`) finds the astronaut, with its five landmarks, and draws the box
 /// BlazeFace draws: square in pixels and overlapping the short-range box closely, so the
 /// classifier crops the same face either way. Nothing on the coffee cup.
