@@ -12,10 +12,11 @@ on a seeded random image). Weight values are untouched; the grouped blocks' are 
 
 Channel groups: CenterFace's first blocks widen their feature maps into activations of 3.5 MB
 (32 channels at 144×192), 10.6 MB (96 channels at 144×192) and twice 4 MB (144 channels at
-72×96), which tract allocates whole on every run: most of the detector's working memory. Each block whose expanded activation exceeds
-MAX_ACTIVATION — conv → ReLU → depthwise conv → ReLU → 1×1 projection — is rewritten as the same
-block on G slices of the expanded channels, whose projections are summed (the bias once): the
-same arithmetic in another order, and tract's memory-minimising schedule runs one slice at a time.
+72×96), which tract allocates whole on every run: most of the detector's working memory. Each
+block whose expanded activation exceeds MAX_ACTIVATION — conv → ReLU → depthwise conv → ReLU →
+1×1 projection — is rewritten as the same block on G slices of the expanded channels, whose
+projections are summed (the bias once): the same arithmetic in another order, and tract's
+memory-minimising schedule runs one slice at a time.
 
 Outputs, all stride 4 ([1, C, 72, 96]): `537` face-centre heatmap (after a sigmoid), `538`
 log box size (height, width; × 4 px after exp), `539` centre offset (y, x, in cells), `540` five
@@ -78,11 +79,11 @@ def convert(data):
     set_dims(m.graph.input[0], [1, 3, HEIGHT, WIDTH])
     for out, c in zip(m.graph.output, OUTPUT_CHANNELS):
         set_dims(out, [1, c, HEIGHT // 4, WIDTH // 4])
+    split_wide_blocks(m)
     used = {name for n in m.graph.node for name in n.input}
     kept = [i for i in m.graph.initializer if i.name in used]
     del m.graph.initializer[:]
     m.graph.initializer.extend(kept)
-    split_wide_blocks(m)
     onnx.checker.check_model(m)
     return m
 
@@ -110,7 +111,8 @@ def block_from(node, consumers):
 
 
 def split_wide_blocks(m, max_bytes=MAX_ACTIVATION):
-    """Rewrites every block whose expanded activation exceeds `max_bytes` as channel groups."""
+    """Rewrites every block whose expanded activation exceeds `max_bytes` as channel groups
+    (the replaced weights stay in the initializers until `convert` drops the unused ones)."""
     g = m.graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in shape_inference.infer_shapes(m).graph.value_info}
@@ -123,7 +125,7 @@ def split_wide_blocks(m, max_bytes=MAX_ACTIVATION):
     for n in g.node:
         if id(n) in done:
             continue
-        block = block_from(n, consumers) if n.op_type == "Conv" else None
+        block = block_from(n, consumers)
         size = 4 * int(np.prod(shapes.get(n.output[0], [0])))
         channels = weights[n.input[1]].shape[0] if block else 0
         if not block or size <= max_bytes or attr(block[2], "group", 1) != channels:
@@ -137,10 +139,6 @@ def split_wide_blocks(m, max_bytes=MAX_ACTIVATION):
         print(f"block {n.output[0]}: {channels} channels, {size / 1e6:.1f} MB, in {groups} groups")
     del g.node[:]
     g.node.extend(nodes)
-    used = {name for n in g.node for name in n.input}
-    kept = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
 
 
 def grouped_block(g, block, weights, groups):
