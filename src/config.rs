@@ -339,11 +339,11 @@ impl Default for ReplaySettings {
 
 /// Where the packaged models live; a source checkout uses `models/` via its config files.
 pub const DEFAULT_MODEL_DIR: &str = "/usr/share/emonet/models";
-/// The detector range used when `detector.range` is not set. Not `far`, though only `far` sees
-/// people 3 m away: CenterFace raises the daemon's peak RSS from ~52 MB to ~105 MB (above the
-/// 64 MB target) and is projected to cut a Raspberry Pi 4's frame rate to about a third
-/// (`models/README.md`, detection benchmark).
-pub const DEFAULT_DETECTOR_RANGE: DetectorRange = DetectorRange::Short;
+/// The detector range used when `detector.range` is not set: `far`, the one that sees a visitor
+/// 3 m away (faces from 40 px wide in a 640×480 frame), followed between full detections
+/// ([`DetectorRange::default_follow_every`]). `short` costs about a third of its CPU on a
+/// Raspberry Pi 4 for faces at arm's length (`models/README.md`, detection benchmark).
+pub const DEFAULT_DETECTOR_RANGE: DetectorRange = DetectorRange::Far;
 /// The short-range detector file (`detector.range = "short"`, and the follower of every range).
 pub const SHORT_RANGE_DETECTOR_FILE: &str = "blazeface-short.onnx";
 /// The full-range detector file (`detector.range = "full"`).
@@ -1070,20 +1070,24 @@ mod tests {
         }
     }
 
-    /// `far` is followed between full detections unless `every` says otherwise; the BlazeFace
-    /// ranges (the default `short` among them) follow nothing unless asked to.
+    /// `far` (the default) is followed between full detections unless `every` says otherwise;
+    /// the BlazeFace ranges follow nothing unless asked to.
     #[test]
     fn follow_every_defaults_to_the_ranges_and_an_explicit_value_wins() {
         let d = Settings::default().detector;
-        assert_eq!(d.range, DetectorRange::Short);
-        assert_eq!(d.model.file_name().unwrap(), SHORT_RANGE_DETECTOR_FILE);
+        assert_eq!(d.range, DetectorRange::Far);
+        assert_eq!(d.model.file_name().unwrap(), FAR_RANGE_DETECTOR_FILE);
         assert_eq!(
             (d.following().every, d.following().is_on()),
-            (Some(0), false)
+            (Some(5), true)
         );
-        assert_eq!(d.describe(), "short (blazeface-short.onnx)");
+        assert_eq!(
+            d.describe(),
+            "far (centerface.onnx), full detection on 1 frame in 5"
+        );
         for (toml, every) in [
-            ("", 0),
+            ("", 5),
+            ("range = \"short\"\n", 0),
             ("range = \"full\"\n", 0),
             ("range = \"far\"\n", 5),
             ("range = \"far\"\n[detector.follow]\nevery = 0\n", 0),

@@ -19,7 +19,8 @@
 //!
 //! Around it: [`config`] (the operator's settings, one type per stage, checked once),
 //! [`handoff`] (newest-frame-wins between capture and inference), [`broker`] (the embedded MQTT
-//! broker), [`logging`], [`cpu`] (SIMD features, `/proc` memory figures), [`shutdown`] (one stop
+//! broker), [`logging`], [`cpu`] (SIMD features, `/proc` memory figures), [`alloc`] (the
+//! allocator that keeps activations' pages between frames), [`shutdown`] (one stop
 //! signal for threads and tasks). [`cli`] holds the
 //! command line's subcommands (classify, eval, bench, watch, …); the daemon does not use it.
 
@@ -37,6 +38,7 @@ pub mod tract_ops;
 pub mod vision;
 
 // Around it.
+pub mod alloc;
 pub mod broker;
 pub mod config;
 pub mod cpu;

@@ -6,7 +6,13 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
+use emonet::alloc::LargeBlockPool;
 use emonet::cli::{self, Cli, Command};
+
+/// Large blocks (tract's activations, model weights) from a pool that keeps its pages between
+/// frames; see `emonet::alloc`.
+#[global_allocator]
+static ALLOCATOR: LargeBlockPool = LargeBlockPool;
 
 fn real_main(cli: Cli) -> Result<()> {
     let settings = cli

@@ -55,8 +55,17 @@ fn broker_restarted_ten_times_under_a_30fps_replay() {
     sub.wait_for("first event", WAIT, |m| is(m, "events"));
     // The baseline is taken once the daemon is warm: three passes over the 20 sample frames
     // (every face count and size allocated once), as the soak measures from 10 % of its run.
-    std::thread::sleep(Duration::from_secs(2));
+    // Counted in frames processed, not seconds: on a loaded machine the daemon drops frames.
+    sub.wait_for("three passes over the sample frames", WAIT, |m| {
+        is(m, "stats") && m.json()["frames"]["processed"].as_u64().unwrap_or(0) >= 60
+    });
     let rss_start = daemon.rss_kb();
+    let split = || {
+        let pid = daemon.pid().to_string();
+        let kib = |f| emonet::cpu::proc_status_kib(&pid, f).unwrap_or(0);
+        format!("anon {} kB, file {} kB", kib("RssAnon"), kib("RssFile"))
+    };
+    let split_start = split();
     let t0 = Instant::now();
     for round in 1..=10 {
         std::thread::sleep(Duration::from_millis(1500));
@@ -75,6 +84,10 @@ fn broker_restarted_ten_times_under_a_30fps_replay() {
     });
     std::thread::sleep(Duration::from_secs(2));
     let rss_end = daemon.rss_kb();
+    eprintln!(
+        "campaign: RSS at the start {split_start}, at the end {}",
+        split()
+    );
     let stats = last_stats(&sub);
     let (distinct, dups, missing) = seq_report(&sub);
     let dropped = stats["mqtt"]["dropped"].as_u64().unwrap();

@@ -199,6 +199,9 @@ pub struct Report {
     pub raw_models: Vec<RawModel>,
     /// `VmHWM` of this process at the end, MiB.
     pub peak_rss_mib: f64,
+    /// The large-block pool at the end, its peaks since the models were loaded (all zero where
+    /// the binary does not install it).
+    pub pool: crate::alloc::PoolStats,
 }
 
 /// Peak resident set size (`VmHWM`) of this process in KiB, if the kernel reports it.
@@ -549,6 +552,7 @@ pub fn measure(args: &BenchArgs) -> Result<Report> {
         realtime,
         raw_models,
         peak_rss_mib: peak_rss_kib().map_or(f64::NAN, |k| round3(k as f64 / 1024.0)),
+        pool: crate::alloc::stats(),
     };
     Ok(report)
 }
@@ -583,6 +587,15 @@ pub fn print_table(out: &mut impl std::io::Write, r: &Report) -> Result<()> {
     }
     writeln!(out)?;
     writeln!(out, "peak RSS (VmHWM) {:.1} MiB", r.peak_rss_mib)?;
+    if r.pool.peak_top > 0 {
+        let mib = |b: usize| b as f64 / (1 << 20) as f64;
+        writeln!(
+            out,
+            "large-block pool since loading: at most {:.1} MiB in use, {:.1} MiB spanned",
+            mib(r.pool.peak_in_use),
+            mib(r.pool.peak_top)
+        )?;
+    }
     Ok(())
 }
 
