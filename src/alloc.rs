@@ -46,12 +46,11 @@ pub struct LargeBlockPool;
 pub struct PoolStats {
     /// In blocks handed out and not yet freed.
     pub in_use: usize,
-    /// The most `in_use` has been since the last [`reset_peak`] or [`release_free`].
+    /// The most `in_use` has been since the last [`release_free`].
     pub peak_in_use: usize,
     /// The end of the highest block: everything the pool has addresses for below it.
     pub top: usize,
-    /// The most `top` has been since the last [`reset_peak`] or [`release_free`]: the pool's
-    /// footprint.
+    /// The most `top` has been since the last [`release_free`]: the pool's footprint.
     pub peak_top: usize,
     /// Free extents below `top` (count).
     pub free_extents: usize,
@@ -78,13 +77,6 @@ fn round_up(n: usize, to: usize) -> usize {
 /// The pool's counters now.
 pub fn stats() -> PoolStats {
     arena().stats()
-}
-
-/// Restarts `peak_in_use` and `peak_top` from the current values.
-pub fn reset_peak() {
-    let mut a = arena();
-    a.peak_in_use = a.in_use;
-    a.peak_top = a.top;
 }
 
 /// Hands the pages of the pool's free extents (and those above its top) back to the kernel;
