@@ -13,13 +13,15 @@ import ferdata
 
 def preprocess(images_u8, size):
     """uint8 [B,H,W] grey -> float32 [B,3,S,S] the way the Rust side does it: Pillow-style bilinear
-    resize to uint8 (src/vision/classify.rs uses fast_image_resize's equivalent), then
-    (p/255 - mean)/std with the grey value replicated to 3 channels. Differs from train.py's float
-    resize only by the rounding to uint8."""
+    resize in floating point (src/vision/classify.rs: fast_image_resize's equivalent on f32
+    pixels), then (p/255 - mean)/std with the grey value replicated to 3 channels. For FER's 48-px
+    faces this is train.py's float resize (to 1e-6)."""
     if images_u8.shape[1:] != (size, size):
-        images_u8 = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-                              for im in images_u8])
-    x = images_u8.astype(np.float32)[:, None] / np.float32(255.0)
+        images = np.stack([np.asarray(Image.fromarray(im.astype(np.float32)).resize(
+            (size, size), Image.BILINEAR)) for im in images_u8])
+    else:
+        images = images_u8.astype(np.float32)
+    x = images[:, None] / np.float32(255.0)
     mean = np.array(ferdata.MEAN, np.float32)[None, :, None, None]
     std = np.array(ferdata.STD, np.float32)[None, :, None, None]
     return ((np.repeat(x, 3, axis=1) - mean) / std).astype(np.float32)
