@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::pixels::F32;
+use fast_image_resize::Resizer;
 use tract_onnx::prelude::*;
 
 use emonet::config::{Settings, TrackerSettings, DEFAULT_CLASSIFIER_FILE, DEFAULT_DETECTOR_FILE};
@@ -21,7 +21,7 @@ use emonet::mqtt::Outbox;
 use emonet::pipeline::{Pipeline, Stream};
 use emonet::reuse::{ReuseSettings, SceneReuseSettings};
 use emonet::track::Tracker;
-use emonet::vision::classify::face_crop_rect;
+use emonet::vision::classify::{face_crop_rect, resize_region};
 use emonet::vision::{DetectorSettings, EmotionClassifier, FaceDetector};
 
 fn root() -> PathBuf {
@@ -88,20 +88,26 @@ fn bench_detect(c: &mut Criterion) {
 }
 
 fn bench_crop_resize(c: &mut Criterion) {
-    // The classifier's crop + resize (same fast_image_resize call as vision::classify), alone.
+    // The classifier's crop + luma + float resize (vision::classify::resize_region), alone.
     let img = decode_image(&frame_bytes()).unwrap();
     let face = detector().detect(&img).unwrap().remove(0);
-    let (l, t, w, h) = face_crop_rect(img.width(), img.height(), &face.bbox, 0.1).unwrap();
-    let mut resizer = Resizer::new();
-    let mut buf = vec![0u8; 64 * 64 * 3];
-    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3).unwrap();
-    let opts = ResizeOptions::new()
-        .crop(l, t, w, h)
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    let rect = face_crop_rect(img.width(), img.height(), &face.bbox, 0.1).unwrap();
+    let (mut resizer, mut window) = (Resizer::new(), Vec::new());
+    let mut out = vec![F32::new(0.0); 64 * 64];
+    let luma = |p: &image::Rgb<u8>| F32::new(emonet::vision::luma(p.0));
     c.bench_function("crop_resize/face_to_64x64", |b| {
         b.iter(|| {
-            let mut dst = Image::from_slice_u8(64, 64, &mut buf, PixelType::U8x3).unwrap();
-            resizer.resize(black_box(&src), &mut dst, &opts).unwrap();
+            let (img, rect) = (black_box(&img), black_box(rect));
+            resize_region(
+                &mut resizer,
+                img,
+                rect,
+                luma,
+                &mut window,
+                &mut out,
+                (64, 64),
+            )
+            .unwrap();
         })
     });
 }

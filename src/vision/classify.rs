@@ -222,7 +222,7 @@ impl EmotionClassifier {
 /// into `out` (`size` = width, height) with a bilinear convolution in floating point. Only the
 /// part of the image that the filter reads is converted (into `window`), so the result is the
 /// resize of the whole converted image with the region as its crop box.
-fn resize_region<P: PixelTrait>(
+pub fn resize_region<P: PixelTrait>(
     resizer: &mut Resizer,
     img: &RgbImage,
     rect: (f64, f64, f64, f64),
