@@ -94,7 +94,7 @@ fn bench_crop_resize(c: &mut Criterion) {
     let rect = face_crop_rect(img.width(), img.height(), &face.bbox, 0.1).unwrap();
     let (mut resizer, mut window) = (Resizer::new(), Vec::new());
     let mut out = vec![F32::new(0.0); 64 * 64];
-    let luma = |p: &image::Rgb<u8>| F32::new(emonet::vision::luma(p.0));
+    let luma = |p: [u8; 3]| F32::new(emonet::vision::luma(p));
     c.bench_function("crop_resize/face_to_64x64", |b| {
         b.iter(|| {
             let (img, rect) = (black_box(&img), black_box(rect));

@@ -72,6 +72,7 @@ impl EmotionClassifier {
         check_outputs(&proto, &m.output_shapes, &meta, path)?;
         let state = PlanState::new(&m.plan)?;
         let [_, c, h, w] = meta.input_shape();
+        let gray = meta.color == ColorMode::Gray;
         Ok(EmotionClassifier {
             path: path.to_path_buf(),
             labels: meta
@@ -85,8 +86,9 @@ impl EmotionClassifier {
                 resizer: Resizer::new(),
                 gray: Vec::new(),
                 rgb: Vec::new(),
-                gray_out: vec![F32::new(0.0); w * h],
-                rgb_out: vec![F32x3::new([0.0; 3]); w * h],
+                // Only the buffer of the model's colour mode is used.
+                gray_out: vec![F32::new(0.0); if gray { w * h } else { 0 }],
+                rgb_out: vec![F32x3::new([0.0; 3]); if gray { 0 } else { w * h }],
                 input: vec![0.0; c * h * w],
                 state,
             }),
@@ -174,7 +176,7 @@ impl EmotionClassifier {
         let out = (iw as u32, ih as u32);
         match m.color {
             ColorMode::Gray => {
-                let to_luma = |p: &image::Rgb<u8>| F32::new(super::luma(p.0));
+                let to_luma = |p: [u8; 3]| F32::new(super::luma(p));
                 resize_region(
                     &mut s.resizer,
                     img,
@@ -191,7 +193,7 @@ impl EmotionClassifier {
                 }
             }
             ColorMode::Rgb => {
-                let to_rgb = |p: &image::Rgb<u8>| F32x3::new(p.0.map(f32::from));
+                let to_rgb = |p: [u8; 3]| F32x3::new(p.map(f32::from));
                 resize_region(
                     &mut s.resizer,
                     img,
@@ -226,7 +228,7 @@ pub fn resize_region<P: PixelTrait>(
     resizer: &mut Resizer,
     img: &RgbImage,
     rect: (f64, f64, f64, f64),
-    pixel: impl Fn(&image::Rgb<u8>) -> P,
+    pixel: impl Fn([u8; 3]) -> P,
     window: &mut Vec<P>,
     out: &mut [P],
     size: (u32, u32),
@@ -235,8 +237,15 @@ pub fn resize_region<P: PixelTrait>(
     let (x0, x1) = filter_span(l, rw, size.0, img.width());
     let (y0, y1) = filter_span(t, rh, size.1, img.height());
     window.clear();
-    for y in y0..y1 {
-        window.extend((x0..x1).map(|x| pixel(img.get_pixel(x, y))));
+    let row_len = img.width() as usize * 3;
+    for row in img
+        .as_raw()
+        .chunks_exact(row_len)
+        .take(y1 as usize)
+        .skip(y0 as usize)
+    {
+        let span = &row[x0 as usize * 3..x1 as usize * 3];
+        window.extend(span.chunks_exact(3).map(|p| pixel([p[0], p[1], p[2]])));
     }
     let src = TypedImageRef::new(x1 - x0, y1 - y0, window)?;
     let mut dst = TypedImage::from_pixels_slice(size.0, size.1, out)?;
@@ -459,7 +468,7 @@ mod tests {
 
     fn resized_gray(img: &RgbImage, rect: (f64, f64, f64, f64), out: u32) -> Vec<f32> {
         let mut buf = vec![F32::new(0.0); (out * out) as usize];
-        let to_luma = |p: &image::Rgb<u8>| F32::new(super::super::luma(p.0));
+        let to_luma = |p: [u8; 3]| F32::new(super::super::luma(p));
         let (mut resizer, mut window) = (Resizer::new(), Vec::new());
         resize_region(
             &mut resizer,
