@@ -17,11 +17,15 @@
 //! reserved inaccessible and committed as it grows (no commit charge for what is never used);
 //! if reserving or committing fails, blocks come from the system allocator instead.
 //! [`release_free`] hands the pool's free pages back to the kernel (once, after loading).
+//! The capture thread keeps out of the pool ([`bypass_this_thread`]): its decoded frames would
+//! otherwise be cut from it between the inference thread's activations, wherever the two
+//! threads' timing put them, and fragment it.
 //!
 //! The binary installs it (`#[global_allocator]` in `main.rs`); in a process that does not, the
 //! pool is never touched and [`release_free`] does nothing.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -66,8 +70,24 @@ fn arena() -> std::sync::MutexGuard<'static, Arena> {
     ARENA.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+thread_local! {
+    /// Set on threads whose large blocks come from the system allocator ([`bypass_this_thread`]).
+    static BYPASS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sends the calling thread's large blocks to the system allocator from now on (freeing them
+/// works from any thread). For threads whose blocks outlive a frame's activations or interleave
+/// with them, such as the capture thread's decoded frames: cut from the pool between
+/// activations, they split its free extents at whatever point the two threads happened to meet,
+/// and the pool's top stepped up by megabytes at random moments of a long run.
+pub fn bypass_this_thread() {
+    BYPASS.with(|b| b.set(true));
+}
+
 fn is_large(layout: &Layout) -> bool {
-    layout.size() >= LARGE && layout.align() <= GRANULE
+    layout.size() >= LARGE
+        && layout.align() <= GRANULE
+        && !BYPASS.try_with(Cell::get).unwrap_or(false)
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -640,5 +660,34 @@ mod tests {
             );
             pool.dealloc(q2, Layout::from_size_align(LARGE * 2, 8).unwrap());
         }
+    }
+
+    /// A thread that bypasses the pool gets its large blocks from the system and frees pool
+    /// blocks made elsewhere; other threads still use the pool.
+    #[test]
+    fn a_bypassing_thread_takes_no_pool_blocks() {
+        let pool = LargeBlockPool;
+        let layout = Layout::from_size_align(LARGE * 2, 64).unwrap();
+        let made_here = unsafe { pool.alloc(layout) } as usize;
+        assert!(LargeBlockPool::owns(made_here as *mut u8));
+        std::thread::spawn(move || unsafe {
+            let pool = LargeBlockPool;
+            bypass_this_thread();
+            let own = pool.alloc(layout);
+            assert!(
+                !LargeBlockPool::owns(own),
+                "a bypassing thread's block is a pool one"
+            );
+            pool.dealloc(own, layout);
+            pool.dealloc(made_here as *mut u8, layout);
+        })
+        .join()
+        .unwrap();
+        let again = unsafe { pool.alloc(layout) };
+        assert!(
+            LargeBlockPool::owns(again),
+            "the bypass leaked to another thread"
+        );
+        unsafe { pool.dealloc(again, layout) };
     }
 }

@@ -169,7 +169,10 @@ fn start_capture(
     let (s, cam) = (shared.clone(), settings.camera.clone());
     Ok(std::thread::Builder::new()
         .name("emonet-capture".into())
-        .spawn(move || capture::capture_loop(source, &s.handoff, &s.counters, &s.stop, &cam))?)
+        .spawn(move || {
+            crate::alloc::bypass_this_thread();
+            capture::capture_loop(source, &s.handoff, &s.counters, &s.stop, &cam)
+        })?)
 }
 
 /// The local web view when `[http] enabled`: the view the worker draws into and the server.

@@ -222,8 +222,9 @@ impl EmotionClassifier {
 
 /// Resizes the region `rect` (left, top, width, height) of `img`, its pixels mapped by `pixel`,
 /// into `out` (`size` = width, height) with a bilinear convolution in floating point. Only the
-/// part of the image that the filter reads is converted (into `window`), so the result is the
-/// resize of the whole converted image with the region as its crop box.
+/// part of the image that the filter reads is converted (into `window`, kept the size of the
+/// whole image), so the result is the resize of the whole converted image with the region as
+/// its crop box.
 pub fn resize_region<P: PixelTrait>(
     resizer: &mut Resizer,
     img: &RgbImage,
@@ -236,18 +237,23 @@ pub fn resize_region<P: PixelTrait>(
     let (l, t, rw, rh) = rect;
     let (x0, x1) = filter_span(l, rw, size.0, img.width());
     let (y0, y1) = filter_span(t, rh, size.1, img.height());
-    window.clear();
-    let row_len = img.width() as usize * 3;
-    for row in img
-        .as_raw()
-        .chunks_exact(row_len)
-        .take(y1 as usize)
-        .skip(y0 as usize)
-    {
-        let span = &row[x0 as usize * 3..x1 as usize * 3];
-        window.extend(span.chunks_exact(3).map(|p| pixel([p[0], p[1], p[2]])));
+    // Sized for the whole image at once: grown face by face, it would step the daemon's memory
+    // up each time a face larger than any before came along, at any point in a run.
+    let whole = img.width() as usize * img.height() as usize;
+    if window.len() < whole {
+        window.resize(whole, P::default());
     }
-    let src = TypedImageRef::new(x1 - x0, y1 - y0, window)?;
+    let (row_len, span_len) = (img.width() as usize * 3, (x1 - x0) as usize);
+    let rows = img.as_raw().chunks_exact(row_len);
+    let spans = window.chunks_exact_mut(span_len.max(1));
+    for (row, dst) in rows.take(y1 as usize).skip(y0 as usize).zip(spans) {
+        let src = row[x0 as usize * 3..x1 as usize * 3].chunks_exact(3);
+        for (d, p) in dst.iter_mut().zip(src) {
+            *d = pixel([p[0], p[1], p[2]]);
+        }
+    }
+    let used = span_len * (y1 - y0) as usize;
+    let src = TypedImageRef::new(x1 - x0, y1 - y0, &window[..used])?;
     let mut dst = TypedImage::from_pixels_slice(size.0, size.1, out)?;
     let crop = (l - x0 as f64, t - y0 as f64, rw, rh);
     resizer.resize_typed(
