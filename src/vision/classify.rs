@@ -30,15 +30,17 @@ use tract_onnx::pb::ModelProto;
 
 struct Scratch {
     resizer: Resizer,
-    /// The part of the image the resize reads, as luma (grey models) or RGB.
-    gray: Vec<F32>,
-    rgb: Vec<F32x3>,
-    /// Resized crop, input_width × input_height, luma or RGB.
-    gray_out: Vec<F32>,
-    rgb_out: Vec<F32x3>,
+    pixels: Pixels,
     /// Model input, NCHW.
     input: Vec<f32>,
     state: PlanState,
+}
+
+/// The resize's buffers, in the model's colour mode: the part of the image the resize reads
+/// (`window`) and the resized crop, input_width × input_height (`out`).
+enum Pixels {
+    Gray { window: Vec<F32>, out: Vec<F32> },
+    Rgb { window: Vec<F32x3>, out: Vec<F32x3> },
 }
 
 /// The emotion classifier. Load once, classify many crops.
@@ -72,7 +74,16 @@ impl EmotionClassifier {
         check_outputs(&proto, &m.output_shapes, &meta, path)?;
         let state = PlanState::new(&m.plan)?;
         let [_, c, h, w] = meta.input_shape();
-        let gray = meta.color == ColorMode::Gray;
+        let pixels = match meta.color {
+            ColorMode::Gray => Pixels::Gray {
+                window: Vec::new(),
+                out: vec![F32::default(); w * h],
+            },
+            ColorMode::Rgb => Pixels::Rgb {
+                window: Vec::new(),
+                out: vec![F32x3::default(); w * h],
+            },
+        };
         Ok(EmotionClassifier {
             path: path.to_path_buf(),
             labels: meta
@@ -84,11 +95,7 @@ impl EmotionClassifier {
             meta,
             scratch: Mutex::new(Scratch {
                 resizer: Resizer::new(),
-                gray: Vec::new(),
-                rgb: Vec::new(),
-                // Only the buffer of the model's colour mode is used.
-                gray_out: vec![F32::new(0.0); if gray { w * h } else { 0 }],
-                rgb_out: vec![F32x3::new([0.0; 3]); if gray { 0 } else { w * h }],
+                pixels,
                 input: vec![0.0; c * h * w],
                 state,
             }),
@@ -173,37 +180,21 @@ impl EmotionClassifier {
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let s = &mut *guard;
 
-        let out = (iw as u32, ih as u32);
-        match m.color {
-            ColorMode::Gray => {
+        let size = (iw as u32, ih as u32);
+        match &mut s.pixels {
+            Pixels::Gray { window, out } => {
                 let to_luma = |p: [u8; 3]| F32::new(super::luma(p));
-                resize_region(
-                    &mut s.resizer,
-                    img,
-                    rect,
-                    to_luma,
-                    &mut s.gray,
-                    &mut s.gray_out,
-                    out,
-                )?;
-                for (i, p) in s.gray_out.iter().enumerate() {
+                resize_region(&mut s.resizer, img, rect, to_luma, window, out, size)?;
+                for (i, p) in out.iter().enumerate() {
                     for c in 0..m.channels {
                         s.input[c * plane + i] = (p.0 / 255.0 - m.mean[c]) / m.std[c];
                     }
                 }
             }
-            ColorMode::Rgb => {
+            Pixels::Rgb { window, out } => {
                 let to_rgb = |p: [u8; 3]| F32x3::new(p.map(f32::from));
-                resize_region(
-                    &mut s.resizer,
-                    img,
-                    rect,
-                    to_rgb,
-                    &mut s.rgb,
-                    &mut s.rgb_out,
-                    out,
-                )?;
-                for (i, p) in s.rgb_out.iter().enumerate() {
+                resize_region(&mut s.resizer, img, rect, to_rgb, window, out, size)?;
+                for (i, p) in out.iter().enumerate() {
                     for (c, &v) in p.0.iter().enumerate() {
                         s.input[c * plane + i] = (v / 255.0 - m.mean[c]) / m.std[c];
                     }
