@@ -29,11 +29,21 @@ impl Frame {
 /// Decodes an encoded image (PNG or JPEG, recognised by its content) to 8-bit RGB. Every tool
 /// and source that reads image files goes through here.
 pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
+    decode_image_into(bytes, Vec::new())
+}
+
+/// [`decode_image`] into the allocation of `pixels` (a spent frame's, see
+/// [`crate::handoff::LatestFrame::spare_pixels`]): a camera's frames all have one size, so
+/// after the first few no frame allocates or frees its pixels.
+pub fn decode_image_into(
+    bytes: &[u8],
+    pixels: Vec<u8>,
+) -> Result<image::RgbImage, image::ImageError> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
-        return decode_jpeg(bytes);
+        return decode_jpeg_into(bytes, pixels);
     }
-    Ok(reader.decode()?.into_rgb8())
+    decode_rgb(reader.into_decoder()?, pixels)
 }
 
 /// Decodes a JPEG (a camera's MJPEG frame, a `.jpg` file). The JPEG decoder fills whatever is
@@ -43,6 +53,14 @@ pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> 
 /// marker), so one without it is an error. Zero bytes after it (some cameras pad their frames)
 /// are accepted.
 pub fn decode_jpeg(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
+    decode_jpeg_into(bytes, Vec::new())
+}
+
+/// [`decode_jpeg`] into the allocation of `pixels`, as [`decode_image_into`].
+pub fn decode_jpeg_into(
+    bytes: &[u8],
+    pixels: Vec<u8>,
+) -> Result<image::RgbImage, image::ImageError> {
     if !jpeg_is_complete(bytes) {
         return Err(image::ImageError::Decoding(
             image::error::DecodingError::new(
@@ -54,7 +72,26 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
             ),
         ));
     }
-    Ok(image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)?.into_rgb8())
+    let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))?;
+    decode_rgb(decoder, pixels)
+}
+
+/// RGB8 images are decoded straight into `pixels`; others (grey, with alpha, 16-bit) are
+/// converted, in a fresh buffer.
+fn decode_rgb(
+    decoder: impl image::ImageDecoder,
+    mut pixels: Vec<u8>,
+) -> Result<image::RgbImage, image::ImageError> {
+    // A corrupt header can claim any size: the same cap as `ImageReader::decode` (512 MiB).
+    image::Limits::default().reserve(decoder.total_bytes())?;
+    if decoder.color_type() != image::ColorType::Rgb8 {
+        return Ok(image::DynamicImage::from_decoder(decoder)?.into_rgb8());
+    }
+    let (width, height) = decoder.dimensions();
+    // Same length as last time (the usual case): no reallocation and no clearing.
+    pixels.resize(decoder.total_bytes() as usize, 0);
+    decoder.read_image(&mut pixels)?;
+    Ok(image::RgbImage::from_raw(width, height, pixels).expect("sized by the decoder"))
 }
 
 /// Whether `bytes` end with the JPEG end-of-image marker, ignoring trailing zero padding.
@@ -88,6 +125,29 @@ mod tests {
         assert!(img.width() > 0);
         jpeg.extend_from_slice(&[0; 64]);
         assert_eq!(decode_image(&jpeg).unwrap().dimensions(), img.dimensions());
+    }
+
+    /// A spent frame's buffer is decoded into, whatever its length and contents; images that
+    /// are not RGB8 (a grey PNG) are converted.
+    #[test]
+    fn decoding_into_a_spent_frame_reuses_its_buffer() {
+        let jpeg = sample();
+        let fresh = decode_image(&jpeg).unwrap();
+        let spent = fresh.clone().into_raw();
+        let ptr = spent.as_ptr();
+        let again = decode_image_into(&jpeg, spent).unwrap();
+        assert_eq!(again.as_raw().as_ptr(), ptr, "decoded into a new buffer");
+        assert!(again == fresh, "the reused buffer changed the picture");
+        let from_small = decode_image_into(&jpeg, vec![7; 10]).unwrap();
+        assert!(from_small == fresh, "a shorter buffer changed the picture");
+
+        let grey = image::GrayImage::from_fn(8, 6, |x, y| image::Luma([(x * 30 + y) as u8]));
+        let mut png = Vec::new();
+        grey.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let rgb = decode_image_into(&png, vec![1; 1000]).unwrap();
+        assert_eq!(rgb.dimensions(), (8, 6));
+        assert_eq!(rgb.get_pixel(7, 5).0, [215; 3]);
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn list_images(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
 }
 
 impl FrameSource for ReplaySource {
-    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+    fn next_frame_into(&mut self, pixels: Vec<u8>) -> Result<Option<Frame>, SourceError> {
         if self.next >= self.files.len() {
             if !self.looped {
                 return Ok(None);
@@ -98,7 +98,7 @@ impl FrameSource for ReplaySource {
         let bytes = std::fs::read(&path).map_err(|e| {
             SourceError::Unavailable(format!("replay.path {}: {e}", path.display()))
         })?;
-        let image = crate::frame::decode_image(&bytes)
+        let image = crate::frame::decode_image_into(&bytes, pixels)
             .map_err(|e| SourceError::Corrupt(format!("{}: {e}", path.display())))?;
         Ok(Some(Frame {
             seq,

@@ -143,7 +143,7 @@ fn unavailable(path: &Path, what: &str, e: std::io::Error) -> SourceError {
 }
 
 impl FrameSource for V4l2Source {
-    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+    fn next_frame_into(&mut self, pixels: Vec<u8>) -> Result<Option<Frame>, SourceError> {
         let Some(active) = self.active.as_mut() else {
             return Err(SourceError::Unavailable("camera closed".into()));
         };
@@ -158,9 +158,9 @@ impl FrameSource for V4l2Source {
         };
         let f = active.format;
         let image = if f.mjpeg {
-            decode_mjpeg(buf)?
+            decode_mjpeg(buf, pixels)?
         } else {
-            yuyv_to_rgb(buf, f.width, f.height, f.stride)?
+            yuyv_to_rgb_into(buf, f.width, f.height, f.stride, pixels)?
         };
         let seq = self.seq;
         self.seq += 1;
@@ -192,8 +192,8 @@ impl FrameSource for V4l2Source {
 }
 
 /// One MJPEG frame; a cut-off one (dropped USB packets) is corrupt, see [`crate::frame::decode_jpeg`].
-fn decode_mjpeg(buf: &[u8]) -> Result<image::RgbImage, SourceError> {
-    crate::frame::decode_jpeg(buf)
+fn decode_mjpeg(buf: &[u8], pixels: Vec<u8>) -> Result<image::RgbImage, SourceError> {
+    crate::frame::decode_jpeg_into(buf, pixels)
         .map_err(|e| SourceError::Corrupt(format!("MJPEG frame of {} bytes: {e}", buf.len())))
 }
 
@@ -205,6 +205,17 @@ pub fn yuyv_to_rgb(
     height: u32,
     stride: u32,
 ) -> Result<image::RgbImage, SourceError> {
+    yuyv_to_rgb_into(buf, width, height, stride, Vec::new())
+}
+
+/// [`yuyv_to_rgb`] into the allocation of `pixels`.
+fn yuyv_to_rgb_into(
+    buf: &[u8],
+    width: u32,
+    height: u32,
+    stride: u32,
+    pixels: Vec<u8>,
+) -> Result<image::RgbImage, SourceError> {
     let (w, h) = (width as usize, height as usize);
     let stride = (stride as usize).max(w * 2);
     if w == 0 || h == 0 || w % 2 != 0 || buf.len() < stride * (h - 1) + w * 2 {
@@ -213,7 +224,9 @@ pub fn yuyv_to_rgb(
             buf.len()
         )));
     }
-    let mut out = vec![0u8; w * h * 3];
+    let mut out = pixels;
+    // Every byte is written below: a buffer of the right length is not cleared first.
+    out.resize(w * h * 3, 0);
     for (y, row_out) in out.chunks_exact_mut(w * 3).enumerate() {
         let row = &buf[y * stride..y * stride + w * 2];
         for (px, o) in row.chunks_exact(4).zip(row_out.chunks_exact_mut(6)) {
@@ -294,6 +307,9 @@ mod tests {
         assert_eq!(img.get_pixel(1, 0).0, [255, 255, 255]);
         let [r, g, b] = img.get_pixel(0, 1).0;
         assert!(r > 240 && g < 10 && b < 10, "{r} {g} {b}");
+        // Into a spent frame's buffer, longer and full of other pixels: the same picture.
+        let reused = yuyv_to_rgb_into(&buf, 2, 2, 6, vec![0xAB; 50]).unwrap();
+        assert!(reused == img);
     }
 
     #[test]
@@ -304,7 +320,7 @@ mod tests {
 
     #[test]
     fn truncated_mjpeg_is_corrupt() {
-        let err = decode_mjpeg(&[0xFF, 0xD8, 0xFF]).unwrap_err();
+        let err = decode_mjpeg(&[0xFF, 0xD8, 0xFF], Vec::new()).unwrap_err();
         assert!(matches!(err, SourceError::Corrupt(_)), "{err}");
     }
 

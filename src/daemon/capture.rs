@@ -26,7 +26,7 @@ pub fn capture_loop(
     // counted in full but logged a few at a time.
     let mut corrupt_log = LogLimiter::new(5, Duration::from_secs(10));
     while !stop.is_triggered() {
-        let error = match source.next_frame() {
+        let error = match source.next_frame_into(handoff.spare_pixels()) {
             Ok(Some(frame)) => {
                 counters.captured.fetch_add(1, Ordering::Relaxed);
                 handoff.put(frame);

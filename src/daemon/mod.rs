@@ -267,6 +267,7 @@ fn inference_loop(
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        handoff.recycle(frame);
         if stop.is_triggered() {
             return;
         }
