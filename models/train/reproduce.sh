@@ -35,6 +35,9 @@
 #            mirror, computed once into RUN/teacher-targets.pt (train.py --teacher-cache), instead
 #            of running the teacher on every augmented view: the student phase then costs what
 #            plain fine-tuning costs (default 0)
+#   TEACHER_FLIP  1: the teacher's target on each augmented view is the mean of its logits on the
+#            view and on its mirror image (train.py --teacher-flip; the 112-px teacher gains 0.7
+#            points so; default 0, the shipped recipe)
 #   FT_SIZE  > 0: after the student, fine-tune its CKPT checkpoint at this input size for FT_EPOCHS
 #            (peak LR FT_LR) in RUN/ft$FT_SIZE, distilled from the teacher's cached logits
 #            (train.py --init, --teacher-cache RUN/teacher-targets.pt), and export that run's CKPT
@@ -81,6 +84,7 @@ BUDGET_S="${BUDGET_S:-0}"
 KD_ALPHA="${KD_ALPHA:-0.5}"
 KD_TEMP="${KD_TEMP:-2}"
 TEACHER_CACHE="${TEACHER_CACHE:-0}"
+TEACHER_FLIP="${TEACHER_FLIP:-0}"
 EXPORT="${EXPORT:-1}"
 FT_SIZE="${FT_SIZE:-0}"
 FT_EPOCHS="${FT_EPOCHS:-14}"
@@ -137,6 +141,7 @@ fi
 student=()
 [ -z "$teacher" ] || student=(--teacher "$teacher" --kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
 [ -z "$teacher" ] || [ "$TEACHER_CACHE" != 1 ] || student+=(--teacher-cache "$RUN/teacher-targets.pt")
+[ -z "$teacher" ] || [ "$TEACHER_FLIP" != 1 ] || student+=(--teacher-flip)
 if [ "$PLAN_EPOCHS" -gt 0 ] && [ "$RETIME_AT" -gt 0 ]; then
     train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$PLAN_EPOCHS" --stop-after "$RETIME_AT" "${student[@]}"
     train "$RUN" "$SIZE" "$LR" "$BUDGET_S" --epochs "$EPOCHS" --retime "${student[@]}"

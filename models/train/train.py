@@ -346,9 +346,12 @@ def train_step(model, opt, batch, a, gen, teacher=None):
             with torch.no_grad():
                 if a.channels_last:
                     xt = xt.contiguous(memory_format=torch.channels_last)
-                touts = teacher(xt)
                 if a.teacher_flip:
-                    touts = [(t + f) / 2 for t, f in zip(touts, teacher(xt.flip(3)))]
+                    # one batch of views and mirrors: one launch per layer on a GPU, not two
+                    both = teacher(torch.cat([xt, xt.flip(3)]))
+                    touts = [(t + f) / 2 for t, f in (o.chunk(2) for o in both)]
+                else:
+                    touts = teacher(xt)
                 touts = dict(zip(teacher.head_names, touts))
     if cached:
         touts = cached[0]

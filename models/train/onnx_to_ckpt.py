@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Turn an exported two-head MobileNetV2 file (fp32 ONNX, BatchNorm folded into the convolutions
+by export.py) back into a train.py checkpoint, so that a shipped file can serve as a teacher
+(`train.py --teacher CKPT`) or be probed (`val_probe.py`) when its training run is gone.
+
+Each Conv node names its module (`/features/features.3/conv/conv.0/conv.0.0/Conv`); its folded
+weight goes to that Conv2d and its folded bias to the BatchNorm after it, which is set to the
+identity (running mean 0, running variance 1 - eps, scale 1). In eval mode the network then
+computes what the file does; the script checks that on val images with onnxruntime.
+
+  python onnx_to_ckpt.py ../emotion-mnv2-fp32.onnx runs/shipped/ckpt-from-onnx.pt --data ../../data/fer
+"""
+import argparse
+import os
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+import ferdata
+import train
+from onnx_io import preprocess
+from onnx_io import run as run_ort
+
+
+def state_from_onnx(onnx_path):
+    """(state_dict for train.TwoHead, heads {name: labels}, input size) of an exported file."""
+    m = onnx.load(onnx_path)
+    meta = {p.key: p.value for p in m.metadata_props}
+    heads = {k: meta[f"emonet.labels.{k}"].split(",") for k in meta["emonet.outputs"].split(",")}
+    size = int(meta["emonet.input_height"])
+    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in m.graph.initializer}
+    model = train.TwoHead(heads)
+    sd = model.state_dict()
+    # Conv nodes come in the order the network runs its Conv2d modules (definition order here).
+    convs = iter([(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)])
+    for node in m.graph.node:
+        if node.op_type == "Conv":
+            path, _ = next(convs)
+            w, b = init[node.input[1]], init[node.input[2]]
+            if sd[f"{path}.weight"].shape != w.shape:
+                raise SystemExit(f"{onnx_path}: Conv node {node.name} for {path} has weights {tuple(w.shape)}, the "
+                                 f"network {tuple(sd[path + '.weight'].shape)}: not a two-head MobileNetV2 export")
+            sd[f"{path}.weight"] = w
+            bn = bn_of(path)
+            eps = dict(model.named_modules())[bn].eps
+            sd[f"{bn}.weight"] = torch.ones_like(b)
+            sd[f"{bn}.bias"] = b
+            sd[f"{bn}.running_mean"] = torch.zeros_like(b)
+            sd[f"{bn}.running_var"] = torch.full_like(b, 1 - eps)
+        elif node.op_type == "Gemm":
+            for name in node.input[1:]:
+                sd[name] = init[name]
+    if next(convs, None) is not None:
+        raise SystemExit(f"{onnx_path}: fewer Conv nodes than the network has: not a two-head MobileNetV2 export")
+    return sd, heads, size
+
+
+def bn_of(conv_path):
+    """The BatchNorm that follows a torchvision MobileNetV2 Conv2d: `….N` -> `….N+1`."""
+    head, last = conv_path.rsplit(".", 1)
+    return f"{head}.{int(last) + 1}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("onnx")
+    ap.add_argument("out")
+    ap.add_argument("--data", required=True, help="dir with val/ (the check)")
+    ap.add_argument("--val-limit", type=int, default=500)
+    a = ap.parse_args()
+    sd, heads, size = state_from_onnx(a.onnx)
+    model = train.TwoHead(heads)
+    model.load_state_dict(sd)
+    model.eval()
+    va = ferdata.load_split(os.path.join(a.data, "val"), limit=a.val_limit)
+    x = preprocess(va["images"], size)
+    with torch.no_grad():
+        ours = dict(zip(model.head_names, (t.numpy() for t in model(torch.from_numpy(x)))))
+    ref, _ = run_ort(a.onnx, x, 2)
+    diff = max(float(np.abs(ours[k] - ref[k]).max()) for k in ref)
+    print(f"{a.onnx}: max |logit diff| PyTorch vs onnxruntime on {len(x)} val images: {diff:.2e}")
+    if diff > 1e-3:
+        raise SystemExit("conversion does not reproduce the file")
+    cfg = {"heads": heads, "input_size": size, "backbone": "mnv2", "source_onnx": os.path.abspath(a.onnx)}
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    torch.save({"state_dict": sd, "config": cfg, "epoch": None, "val": {}}, a.out)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
