@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Turn an exported two-head MobileNetV2 file (fp32 ONNX, BatchNorm folded into the convolutions
 by export.py) back into a train.py checkpoint, so that a shipped file can serve as a teacher
-(`train.py --teacher CKPT`) or be probed (`val_probe.py`) when its training run is gone.
+(`train.py --teacher CKPT`, `reproduce.sh TEACHER_CKPT=CKPT`) when its training run is gone.
 
-Each Conv node names its module (`/features/features.3/conv/conv.0/conv.0.0/Conv`); its folded
-weight goes to that Conv2d and its folded bias to the BatchNorm after it, which is set to the
-identity (running mean 0, running variance 1 - eps, scale 1). In eval mode the network then
+The file's Conv nodes come in the order of the network's Conv2d modules; each node's folded
+weight goes to its Conv2d (shapes checked) and its folded bias to the BatchNorm after it, which
+is set to the identity (running mean 0, running variance 1 - eps, scale 1). In eval mode the network then
 computes what the file does; the script checks that on val images with onnxruntime.
 
-  python onnx_to_ckpt.py ../emotion-mnv2-fp32.onnx runs/shipped/ckpt-from-onnx.pt --data ../../data/fer
+  python3 models/train/onnx_to_ckpt.py models/emotion-mnv2-fp32.onnx \
+      models/train/runs/shipped/ckpt-from-onnx.pt --data data/fer
 """
 import argparse
 import os
