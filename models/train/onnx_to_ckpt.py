@@ -25,37 +25,38 @@ from onnx_io import preprocess
 from onnx_io import run as run_ort
 
 
-def state_from_onnx(onnx_path):
-    """(state_dict for train.TwoHead, heads {name: labels}, input size) of an exported file."""
+def model_from_onnx(onnx_path):
+    """(train.TwoHead holding the file's weights, in eval mode; heads {name: labels}; input size)."""
     m = onnx.load(onnx_path)
     meta = {p.key: p.value for p in m.metadata_props}
     heads = {k: meta[f"emonet.labels.{k}"].split(",") for k in meta["emonet.outputs"].split(",")}
     size = int(meta["emonet.input_height"])
     init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in m.graph.initializer}
     model = train.TwoHead(heads)
+    modules = dict(model.named_modules())
     sd = model.state_dict()
     # Conv nodes come in the order the network runs its Conv2d modules (definition order here).
-    convs = iter([(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)])
+    convs = iter([name for name, mod in modules.items() if isinstance(mod, torch.nn.Conv2d)])
     for node in m.graph.node:
         if node.op_type == "Conv":
-            path, _ = next(convs)
+            path = next(convs)
             w, b = init[node.input[1]], init[node.input[2]]
             if sd[f"{path}.weight"].shape != w.shape:
                 raise SystemExit(f"{onnx_path}: Conv node {node.name} for {path} has weights {tuple(w.shape)}, the "
                                  f"network {tuple(sd[path + '.weight'].shape)}: not a two-head MobileNetV2 export")
             sd[f"{path}.weight"] = w
             bn = bn_of(path)
-            eps = dict(model.named_modules())[bn].eps
             sd[f"{bn}.weight"] = torch.ones_like(b)
             sd[f"{bn}.bias"] = b
             sd[f"{bn}.running_mean"] = torch.zeros_like(b)
-            sd[f"{bn}.running_var"] = torch.full_like(b, 1 - eps)
+            sd[f"{bn}.running_var"] = torch.full_like(b, 1 - modules[bn].eps)
         elif node.op_type == "Gemm":
             for name in node.input[1:]:
                 sd[name] = init[name]
     if next(convs, None) is not None:
         raise SystemExit(f"{onnx_path}: fewer Conv nodes than the network has: not a two-head MobileNetV2 export")
-    return sd, heads, size
+    model.load_state_dict(sd)
+    return model.eval(), heads, size
 
 
 def bn_of(conv_path):
@@ -71,10 +72,7 @@ def main():
     ap.add_argument("--data", required=True, help="dir with val/ (the check)")
     ap.add_argument("--val-limit", type=int, default=500)
     a = ap.parse_args()
-    sd, heads, size = state_from_onnx(a.onnx)
-    model = train.TwoHead(heads)
-    model.load_state_dict(sd)
-    model.eval()
+    model, heads, size = model_from_onnx(a.onnx)
     va = ferdata.load_split(os.path.join(a.data, "val"), limit=a.val_limit)
     x = preprocess(va["images"], size)
     with torch.no_grad():
@@ -86,7 +84,7 @@ def main():
         raise SystemExit("conversion does not reproduce the file")
     cfg = {"heads": heads, "input_size": size, "backbone": "mnv2", "source_onnx": os.path.abspath(a.onnx)}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    torch.save({"state_dict": sd, "config": cfg, "epoch": None, "val": {}}, a.out)
+    torch.save({"state_dict": model.state_dict(), "config": cfg, "epoch": None, "val": {}}, a.out)
     print(f"wrote {a.out}")
 
 
