@@ -29,15 +29,17 @@ impl Frame {
 /// Decodes an encoded image (PNG or JPEG, recognised by its content) to 8-bit RGB. Every tool
 /// and source that reads image files goes through here.
 pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
-    decode_image_into(bytes, Vec::new())
+    decode_image_into(bytes, &mut Vec::new())
 }
 
 /// [`decode_image`] into the allocation of `pixels` (a spent frame's, see
 /// [`crate::handoff::LatestFrame::spare_pixels`]): a camera's frames all have one size, so
-/// after the first few no frame allocates or frees its pixels.
+/// after the first few no frame allocates or frees its pixels. The image takes the allocation
+/// (`pixels` is left empty); after an error `pixels` keeps it, for the next frame — a corrupt
+/// frame frees nothing either.
 pub fn decode_image_into(
     bytes: &[u8],
-    pixels: Vec<u8>,
+    pixels: &mut Vec<u8>,
 ) -> Result<image::RgbImage, image::ImageError> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
@@ -53,34 +55,60 @@ pub fn decode_image_into(
 /// marker), so one without it is an error. Zero bytes after it (some cameras pad their frames)
 /// are accepted.
 pub fn decode_jpeg(bytes: &[u8]) -> Result<image::RgbImage, image::ImageError> {
-    decode_jpeg_into(bytes, Vec::new())
+    decode_jpeg_into(bytes, &mut Vec::new())
 }
 
 /// [`decode_jpeg`] into the allocation of `pixels`, as [`decode_image_into`].
 pub fn decode_jpeg_into(
     bytes: &[u8],
-    pixels: Vec<u8>,
+    pixels: &mut Vec<u8>,
 ) -> Result<image::RgbImage, image::ImageError> {
-    if !jpeg_is_complete(bytes) {
-        return Err(image::ImageError::Decoding(
-            image::error::DecodingError::new(
-                image::ImageFormat::Jpeg.into(),
-                format!(
-                    "truncated: {} bytes without an end-of-image marker",
-                    bytes.len()
-                ),
-            ),
-        ));
+    decode_rgb(jpeg_decoder(bytes)?, pixels)
+}
+
+/// [`decode_jpeg_into`] for a stream whose frames all have one size (a camera's negotiated
+/// format): a frame whose header claims another size is an error, not decoded. Its header is
+/// damaged, and a frame of a new size would grow every buffer sized to the frame.
+pub fn decode_jpeg_sized_into(
+    bytes: &[u8],
+    pixels: &mut Vec<u8>,
+    (width, height): (u32, u32),
+) -> Result<image::RgbImage, image::ImageError> {
+    let decoder = jpeg_decoder(bytes)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if (w, h) != (width, height) {
+        let why = format!("header claims {w}x{h}, the stream's frames are {width}x{height}");
+        return Err(jpeg_error(why));
     }
-    let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))?;
     decode_rgb(decoder, pixels)
 }
 
-/// RGB8 images are decoded straight into `pixels`; others (grey, with alpha, 16-bit) are
-/// converted, in a fresh buffer.
+/// A decoder for a complete JPEG (see [`decode_jpeg`]), its header read.
+fn jpeg_decoder(
+    bytes: &[u8],
+) -> Result<image::codecs::jpeg::JpegDecoder<std::io::Cursor<&[u8]>>, image::ImageError> {
+    if !jpeg_is_complete(bytes) {
+        let why = format!(
+            "truncated: {} bytes without an end-of-image marker",
+            bytes.len()
+        );
+        return Err(jpeg_error(why));
+    }
+    image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
+}
+
+fn jpeg_error(why: String) -> image::ImageError {
+    image::ImageError::Decoding(image::error::DecodingError::new(
+        image::ImageFormat::Jpeg.into(),
+        why,
+    ))
+}
+
+/// RGB8 images are decoded straight into `pixels`, which the image then takes; others (grey,
+/// with alpha, 16-bit) are converted, in a fresh buffer.
 fn decode_rgb(
     decoder: impl image::ImageDecoder,
-    mut pixels: Vec<u8>,
+    pixels: &mut Vec<u8>,
 ) -> Result<image::RgbImage, image::ImageError> {
     // A corrupt header can claim any size: the same cap as `ImageReader::decode` (512 MiB).
     image::Limits::default().reserve(decoder.total_bytes())?;
@@ -90,7 +118,8 @@ fn decode_rgb(
     let (width, height) = decoder.dimensions();
     // Same length as last time (the usual case): no reallocation and no clearing.
     pixels.resize(decoder.total_bytes() as usize, 0);
-    decoder.read_image(&mut pixels)?;
+    decoder.read_image(pixels)?;
+    let pixels = std::mem::take(pixels);
     Ok(image::RgbImage::from_raw(width, height, pixels).expect("sized by the decoder"))
 }
 
@@ -135,19 +164,41 @@ mod tests {
         let fresh = decode_image(&jpeg).unwrap();
         let spent = fresh.clone().into_raw();
         let ptr = spent.as_ptr();
-        let again = decode_image_into(&jpeg, spent).unwrap();
+        let again = decode_image_into(&jpeg, &mut { spent }).unwrap();
         assert_eq!(again.as_raw().as_ptr(), ptr, "decoded into a new buffer");
         assert!(again == fresh, "the reused buffer changed the picture");
-        let from_small = decode_image_into(&jpeg, vec![7; 10]).unwrap();
+        let from_small = decode_image_into(&jpeg, &mut vec![7; 10]).unwrap();
         assert!(from_small == fresh, "a shorter buffer changed the picture");
 
         let grey = image::GrayImage::from_fn(8, 6, |x, y| image::Luma([(x * 30 + y) as u8]));
         let mut png = Vec::new();
         grey.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
-        let rgb = decode_image_into(&png, vec![1; 1000]).unwrap();
+        let rgb = decode_image_into(&png, &mut vec![1; 1000]).unwrap();
         assert_eq!(rgb.dimensions(), (8, 6));
         assert_eq!(rgb.get_pixel(7, 5).0, [215; 3]);
+    }
+
+    /// A frame that fails to decode leaves the buffer it was given for the next one: a stream
+    /// of corrupt frames would otherwise free a frame's pixels and allocate them again each time.
+    #[test]
+    fn a_corrupt_frame_keeps_the_buffer_it_was_given() {
+        let jpeg = sample();
+        let mut pixels = decode_image(&jpeg).unwrap().into_raw();
+        let (ptr, cap) = (pixels.as_ptr(), pixels.capacity());
+        decode_image_into(&jpeg[..jpeg.len() / 2], &mut pixels).expect_err("truncated");
+        let mut other = jpeg.clone();
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        other[sof + 5] ^= 0x01; // the frame's height: 480 → 224
+        decode_jpeg_sized_into(&other, &mut pixels, (640, 480)).expect_err("another size");
+        assert_eq!((pixels.as_ptr(), pixels.capacity()), (ptr, cap));
+        let img = decode_image_into(&jpeg, &mut pixels).unwrap();
+        assert_eq!(
+            img.as_raw().as_ptr(),
+            ptr,
+            "the next frame is decoded into it"
+        );
+        assert!(pixels.is_empty(), "the image took the buffer");
     }
 
     #[test]

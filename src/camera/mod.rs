@@ -27,12 +27,13 @@ pub enum SourceError {
 
 /// Something that yields frames, blocking until the next one is due.
 pub trait FrameSource: Send {
-    /// The next frame, its pixels in the allocation of `pixels` (a spent frame's, or empty);
-    /// `Ok(None)` when a finite source has run out.
-    fn next_frame_into(&mut self, pixels: Vec<u8>) -> Result<Option<Frame>, SourceError>;
+    /// The next frame, its pixels in the allocation of `pixels` (a spent frame's, or empty),
+    /// which the frame takes; after an error `pixels` keeps it for the next try. `Ok(None)`
+    /// when a finite source has run out.
+    fn next_frame_into(&mut self, pixels: &mut Vec<u8>) -> Result<Option<Frame>, SourceError>;
     /// The next frame, its pixels freshly allocated.
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
-        self.next_frame_into(Vec::new())
+        self.next_frame_into(&mut Vec::new())
     }
     /// Tries to reopen after [`SourceError::Unavailable`].
     fn reopen(&mut self) -> Result<(), SourceError>;

@@ -74,7 +74,7 @@ pub fn list_images(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
 }
 
 impl FrameSource for ReplaySource {
-    fn next_frame_into(&mut self, pixels: Vec<u8>) -> Result<Option<Frame>, SourceError> {
+    fn next_frame_into(&mut self, pixels: &mut Vec<u8>) -> Result<Option<Frame>, SourceError> {
         if self.next >= self.files.len() {
             if !self.looped {
                 return Ok(None);

@@ -143,7 +143,7 @@ fn unavailable(path: &Path, what: &str, e: std::io::Error) -> SourceError {
 }
 
 impl FrameSource for V4l2Source {
-    fn next_frame_into(&mut self, pixels: Vec<u8>) -> Result<Option<Frame>, SourceError> {
+    fn next_frame_into(&mut self, pixels: &mut Vec<u8>) -> Result<Option<Frame>, SourceError> {
         let Some(active) = self.active.as_mut() else {
             return Err(SourceError::Unavailable("camera closed".into()));
         };
@@ -158,7 +158,7 @@ impl FrameSource for V4l2Source {
         };
         let f = active.format;
         let image = if f.mjpeg {
-            decode_mjpeg(buf, pixels)?
+            decode_mjpeg(buf, pixels, (f.width, f.height))?
         } else {
             yuyv_to_rgb_into(buf, f.width, f.height, f.stride, pixels)?
         };
@@ -191,9 +191,14 @@ impl FrameSource for V4l2Source {
     }
 }
 
-/// One MJPEG frame; a cut-off one (dropped USB packets) is corrupt, see [`crate::frame::decode_jpeg`].
-fn decode_mjpeg(buf: &[u8], pixels: Vec<u8>) -> Result<image::RgbImage, SourceError> {
-    crate::frame::decode_jpeg_into(buf, pixels)
+/// One MJPEG frame of the negotiated `size`; a cut-off one (dropped USB packets) or one whose
+/// header claims another size is corrupt, see [`crate::frame::decode_jpeg_sized_into`].
+fn decode_mjpeg(
+    buf: &[u8],
+    pixels: &mut Vec<u8>,
+    size: (u32, u32),
+) -> Result<image::RgbImage, SourceError> {
+    crate::frame::decode_jpeg_sized_into(buf, pixels, size)
         .map_err(|e| SourceError::Corrupt(format!("MJPEG frame of {} bytes: {e}", buf.len())))
 }
 
@@ -205,16 +210,16 @@ pub fn yuyv_to_rgb(
     height: u32,
     stride: u32,
 ) -> Result<image::RgbImage, SourceError> {
-    yuyv_to_rgb_into(buf, width, height, stride, Vec::new())
+    yuyv_to_rgb_into(buf, width, height, stride, &mut Vec::new())
 }
 
-/// [`yuyv_to_rgb`] into the allocation of `pixels`.
+/// [`yuyv_to_rgb`] into the allocation of `pixels`, as [`crate::frame::decode_image_into`].
 fn yuyv_to_rgb_into(
     buf: &[u8],
     width: u32,
     height: u32,
     stride: u32,
-    pixels: Vec<u8>,
+    pixels: &mut Vec<u8>,
 ) -> Result<image::RgbImage, SourceError> {
     let (w, h) = (width as usize, height as usize);
     let stride = (stride as usize).max(w * 2);
@@ -224,7 +229,7 @@ fn yuyv_to_rgb_into(
             buf.len()
         )));
     }
-    let mut out = pixels;
+    let mut out = std::mem::take(pixels);
     // Every byte is written below: a buffer of the right length is not cleared first.
     out.resize(w * h * 3, 0);
     for (y, row_out) in out.chunks_exact_mut(w * 3).enumerate() {
@@ -308,7 +313,7 @@ mod tests {
         let [r, g, b] = img.get_pixel(0, 1).0;
         assert!(r > 240 && g < 10 && b < 10, "{r} {g} {b}");
         // Into a spent frame's buffer, longer and full of other pixels: the same picture.
-        let reused = yuyv_to_rgb_into(&buf, 2, 2, 6, vec![0xAB; 50]).unwrap();
+        let reused = yuyv_to_rgb_into(&buf, 2, 2, 6, &mut vec![0xAB; 50]).unwrap();
         assert!(reused == img);
     }
 
@@ -320,8 +325,28 @@ mod tests {
 
     #[test]
     fn truncated_mjpeg_is_corrupt() {
-        let err = decode_mjpeg(&[0xFF, 0xD8, 0xFF], Vec::new()).unwrap_err();
+        let err = decode_mjpeg(&[0xFF, 0xD8, 0xFF], &mut Vec::new(), (640, 480)).unwrap_err();
         assert!(matches!(err, SourceError::Corrupt(_)), "{err}");
+    }
+
+    /// A damaged header can claim another size (one byte of the sample frame's made it 761×480);
+    /// such a frame is corrupt, while one of the negotiated size decodes.
+    #[test]
+    fn mjpeg_of_another_size_than_negotiated_is_corrupt() {
+        let frame = image::RgbImage::from_pixel(16, 8, image::Rgb([90, 120, 200]));
+        let mut jpeg = Vec::new();
+        frame
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let img = decode_mjpeg(&jpeg, &mut Vec::new(), (16, 8)).unwrap();
+        assert_eq!(img.dimensions(), (16, 8));
+        let err = decode_mjpeg(&jpeg, &mut Vec::new(), (640, 480)).unwrap_err();
+        assert!(matches!(err, SourceError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("16x8"), "{err}");
+        assert!(err.to_string().contains("640x480"), "{err}");
     }
 
     #[test]

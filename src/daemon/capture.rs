@@ -25,8 +25,14 @@ pub fn capture_loop(
     // A flood of bad frames (a failing camera, a folder of broken files at full speed) is
     // counted in full but logged a few at a time.
     let mut corrupt_log = LogLimiter::new(5, Duration::from_secs(10));
+    // The buffer the next frame is decoded into: a spent frame's, or the one a corrupt frame
+    // left behind (a stream of corrupt frames neither frees nor allocates pixels).
+    let mut pixels = Vec::new();
     while !stop.is_triggered() {
-        let error = match source.next_frame_into(handoff.spare_pixels()) {
+        if pixels.capacity() == 0 {
+            pixels = handoff.spare_pixels();
+        }
+        let error = match source.next_frame_into(&mut pixels) {
             Ok(Some(frame)) => {
                 counters.captured.fetch_add(1, Ordering::Relaxed);
                 handoff.put(frame);
