@@ -36,6 +36,9 @@ struct Active {
     stream: MmapStream<'static>,
     _device: Device,
     format: Negotiated,
+    /// The size of this stream's MJPEG frames: the first decoded frame's. Usually the
+    /// negotiated size, but some cameras' JPEGs differ from it, consistently.
+    mjpeg_size: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +134,7 @@ impl V4l2Source {
             stream,
             _device: device,
             format,
+            mjpeg_size: None,
         })
     }
 }
@@ -158,7 +162,19 @@ impl FrameSource for V4l2Source {
         };
         let f = active.format;
         let image = if f.mjpeg {
-            decode_mjpeg(buf, pixels, (f.width, f.height))?
+            let image = decode_mjpeg(buf, pixels, active.mjpeg_size)?;
+            if active.mjpeg_size.is_none() && image.dimensions() != (f.width, f.height) {
+                log::warn!(
+                    "camera {}: its MJPEG frames are {}x{}, not the negotiated {}x{}",
+                    self.settings.device.display(),
+                    image.width(),
+                    image.height(),
+                    f.width,
+                    f.height
+                );
+            }
+            active.mjpeg_size = Some(image.dimensions());
+            image
         } else {
             yuyv_to_rgb_into(buf, f.width, f.height, f.stride, pixels)?
         };
@@ -191,15 +207,19 @@ impl FrameSource for V4l2Source {
     }
 }
 
-/// One MJPEG frame of the negotiated `size`; a cut-off one (dropped USB packets) or one whose
-/// header claims another size is corrupt, see [`crate::frame::decode_jpeg_sized_into`].
+/// One MJPEG frame; a cut-off one (dropped USB packets) is corrupt, and so is one whose header
+/// claims another `size` than the stream's (once its first frame has set it), see
+/// [`crate::frame::decode_jpeg_sized_into`].
 fn decode_mjpeg(
     buf: &[u8],
     pixels: &mut Vec<u8>,
-    size: (u32, u32),
+    size: Option<(u32, u32)>,
 ) -> Result<image::RgbImage, SourceError> {
-    crate::frame::decode_jpeg_sized_into(buf, pixels, size)
-        .map_err(|e| SourceError::Corrupt(format!("MJPEG frame of {} bytes: {e}", buf.len())))
+    match size {
+        Some(size) => crate::frame::decode_jpeg_sized_into(buf, pixels, size),
+        None => crate::frame::decode_jpeg_into(buf, pixels),
+    }
+    .map_err(|e| SourceError::Corrupt(format!("MJPEG frame of {} bytes: {e}", buf.len())))
 }
 
 /// YUYV 4:2:2 (Y0 U Y1 V per two pixels, BT.601 limited range) to RGB, honouring the row
@@ -325,14 +345,14 @@ mod tests {
 
     #[test]
     fn truncated_mjpeg_is_corrupt() {
-        let err = decode_mjpeg(&[0xFF, 0xD8, 0xFF], &mut Vec::new(), (640, 480)).unwrap_err();
+        let err = decode_mjpeg(&[0xFF, 0xD8, 0xFF], &mut Vec::new(), None).unwrap_err();
         assert!(matches!(err, SourceError::Corrupt(_)), "{err}");
     }
 
     /// A damaged header can claim another size (one byte of the sample frame's made it 761×480);
-    /// such a frame is corrupt, while one of the negotiated size decodes.
+    /// once the stream's first frame has set its size, such a frame is corrupt.
     #[test]
-    fn mjpeg_of_another_size_than_negotiated_is_corrupt() {
+    fn mjpeg_of_another_size_than_the_streams_is_corrupt() {
         let frame = image::RgbImage::from_pixel(16, 8, image::Rgb([90, 120, 200]));
         let mut jpeg = Vec::new();
         frame
@@ -341,9 +361,11 @@ mod tests {
                 image::ImageFormat::Jpeg,
             )
             .unwrap();
-        let img = decode_mjpeg(&jpeg, &mut Vec::new(), (16, 8)).unwrap();
+        let first = decode_mjpeg(&jpeg, &mut Vec::new(), None).unwrap();
+        assert_eq!(first.dimensions(), (16, 8));
+        let img = decode_mjpeg(&jpeg, &mut Vec::new(), Some((16, 8))).unwrap();
         assert_eq!(img.dimensions(), (16, 8));
-        let err = decode_mjpeg(&jpeg, &mut Vec::new(), (640, 480)).unwrap_err();
+        let err = decode_mjpeg(&jpeg, &mut Vec::new(), Some((640, 480))).unwrap_err();
         assert!(matches!(err, SourceError::Corrupt(_)), "{err}");
         assert!(err.to_string().contains("16x8"), "{err}");
         assert!(err.to_string().contains("640x480"), "{err}");
