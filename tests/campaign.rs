@@ -160,10 +160,11 @@ fn sigstop_longer_than_keep_alive_then_resume() {
 /// 10,000 frames, each cut at a random offset or with random bytes of its entropy-coded data
 /// overwritten: what dropped or damaged USB packets make of a camera's MJPEG frames. The header
 /// is left whole, so every frame that decodes has the camera's size, as a V4L2 source ensures
-/// (it rejects a frame whose header claims another size than the stream's first frame). A replayed frame of a new size is not
-/// corrupt, and it grows the buffers sized to the largest frame once (measured: +0.7 MB for
-/// 761×480 after 640×480) — a step, not a leak, which this test would otherwise see wherever
-/// the timing let the pipeline take such a frame rather than drop it.
+/// (it rejects a frame whose header claims another size than the stream's first frame). A
+/// replayed frame of a new size is not corrupt, and it grows the buffers sized to the largest
+/// frame once (measured: +0.7 MB for 761×480 after 640×480) — a step, not a leak, which this
+/// test would otherwise see wherever the timing let the pipeline take such a frame rather than
+/// drop it.
 fn corrupt_frames(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, usize) {
     let jpeg = std::fs::read(root().join("samples/frames/0001.jpg")).unwrap();
     let scan = scan_data_offset(&jpeg);
