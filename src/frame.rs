@@ -66,8 +66,9 @@ pub fn decode_jpeg_into(
     decode_rgb(jpeg_decoder(bytes)?, pixels)
 }
 
-/// [`decode_jpeg_into`] for a stream whose frames all have one size (a camera's): a frame whose header claims another size is an error, not decoded. Its header is
-/// damaged, and a frame of a new size would grow every buffer sized to the frame.
+/// [`decode_jpeg_into`] for a stream whose frames all have one size (a camera's): a frame
+/// whose header claims another size is an error, not decoded. Its header is damaged, and a
+/// frame of a new size would grow every buffer sized to the frame.
 pub fn decode_jpeg_sized_into(
     bytes: &[u8],
     pixels: &mut Vec<u8>,
