@@ -770,7 +770,7 @@ mod tests {
             reuse_max_frames: Some(0),
             detect_reuse_max_frames: Some(0),
             follow_every: Some(4),
-            // the 12 frames with the face: CenterFace is slow under CI's aarch64 emulation
+            // the 12 frames with the face
             frames_count: 12,
             warmup: 0,
             ..sample_args()
