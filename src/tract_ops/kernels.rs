@@ -18,6 +18,10 @@
 //! The last block of a row of channels overlaps the previous one (it starts at `C − L`), so no
 //! channel count needs padding.
 
+#[cfg(target_arch = "aarch64")]
+#[path = "neon.rs"]
+mod neon;
+
 /// Elementwise bounds applied to the convolution output (a fused Clip or ReLU).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Clamp {
@@ -812,6 +816,8 @@ pub fn depthwise3x3_nhwc(
         Isa::Avx512 => unsafe { x86::dw_nhwc_avx512(g, input, weights, bias, clamp, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::dw_nhwc_avx2(g, input, weights, bias, clamp, out) },
+        #[cfg(target_arch = "aarch64")]
+        _ if g.channels >= 4 => neon::depthwise3x3_nhwc(g, input, weights, bias, clamp, out),
         _ => {
             dw_dispatch::<BASELINE_FMA, false>(BASELINE_LANES, g, input, weights, bias, clamp, out)
         }
@@ -855,6 +861,106 @@ pub fn maxpool_nchw(isa: Isa, g: &PoolGeometry, input: &[f32], out: &mut [f32]) 
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::maxpool_nchw_avx2(g, input, out) },
         _ => maxpool_nchw_impl(g, input, out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pointwise (1×1) convolution, channel-last
+
+/// The weights of a pointwise convolution in the order the aarch64 kernel streams them: for
+/// each block of output channels (`blocks`: start and width, 16, or 8 for a remainder of at
+/// most 8 channels; a last block overlaps the previous one where the widths do not add up to
+/// `co`), `[k][width]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointwisePack {
+    /// Input channels.
+    pub k: usize,
+    /// Output channels.
+    pub co: usize,
+    pub blocks: Vec<(usize, usize)>,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl PointwisePack {
+    /// Packs `weights` given as `[co][k]` (ONNX's `[O, I]`); `co` ≥ 16.
+    pub fn new(k: usize, co: usize, weights_co_k: &[f32], bias: &[f32]) -> PointwisePack {
+        assert_eq!(weights_co_k.len(), k * co, "pointwise weights length");
+        assert_eq!(bias.len(), co, "pointwise bias length");
+        assert!(co >= 16, "pointwise blocks need 16 output channels");
+        let mut blocks: Vec<(usize, usize)> = (0..co / 16).map(|b| (b * 16, 16)).collect();
+        match co % 16 {
+            0 => {}
+            r if r <= 8 => blocks.push((co - 8, 8)),
+            _ => blocks.push((co - 16, 16)),
+        }
+        let mut weights = Vec::with_capacity(blocks.iter().map(|b| b.1 * k).sum());
+        for &(c0, width) in &blocks {
+            for i in 0..k {
+                weights.extend((0..width).map(|j| weights_co_k[(c0 + j) * k + i]));
+            }
+        }
+        PointwisePack {
+            k,
+            co,
+            blocks,
+            weights,
+            bias: bias.to_vec(),
+        }
+    }
+
+    /// Whether the aarch64 kernel's shape constraints hold (input channels in fours).
+    pub fn fits_neon(&self) -> bool {
+        self.k >= 4 && self.k.is_multiple_of(4)
+    }
+
+    /// Weight `(j, i)`: output channel `j`, input channel `i`.
+    pub fn weight(&self, j: usize, i: usize) -> f32 {
+        let mut at = 0;
+        for &(c0, width) in &self.blocks {
+            if (c0..c0 + width).contains(&j) {
+                return self.weights[at + i * width + j - c0];
+            }
+            at += width * self.k;
+        }
+        unreachable!("output channel {j} of {}", self.co)
+    }
+}
+
+/// Where a pointwise convolution's channels are: channel-first (`[c][pixels]`) or channel-last
+/// (`[pixels][c]`), for its input and its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PointwiseLayout {
+    pub input_cf: bool,
+    pub output_cf: bool,
+}
+
+/// Pointwise convolution of `px` pixels: `out[p][j] = clamp(bias[j] + Σ_i x[p][i] · w[j][i])`
+/// with `x` and `out` indexed as `layout` says. The NEON kernel on aarch64 (where the shape
+/// fits), else plain loops.
+pub fn pointwise(
+    pack: &PointwisePack,
+    layout: PointwiseLayout,
+    px: usize,
+    x: &[f32],
+    clamp: Clamp,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "aarch64")]
+    if pack.fits_neon() && px >= 4 {
+        return neon::pointwise(pack, layout, px, x, clamp, out);
+    }
+    let (k, co) = (pack.k, pack.co);
+    assert!(x.len() == px * k && out.len() == px * co, "pointwise lengths");
+    let xi = |p: usize, i: usize| if layout.input_cf { x[i * px + p] } else { x[p * k + i] };
+    for p in 0..px {
+        for j in 0..co {
+            let acc = (0..k).fold(pack.bias[j], |a, i| {
+                madd::<BASELINE_FMA>(xi(p, i), pack.weight(j, i), a)
+            });
+            let at = if layout.output_cf { j * px + p } else { p * co + j };
+            out[at] = clamp.apply(acc);
+        }
     }
 }
 

@@ -18,9 +18,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, MaxPool, PoolSpec};
-use tract_onnx::tract_core::ops::math::{Max, Min};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::math::{Add, Max, Min};
 
-use kernels::{Clamp, DwGeometry, Isa, PoolGeometry, TAPS};
+use kernels::{Clamp, DwGeometry, Isa, PointwiseLayout, PointwisePack, PoolGeometry, TAPS};
 
 /// How many nodes [`install`] replaced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +32,28 @@ pub struct Installed {
     pub fused_clamps: usize,
     /// Max-pools now run by [`FastMaxPool`].
     pub maxpools: usize,
+    /// Pointwise (1×1) convolutions now run by [`FastPointwise`], with their bias and clamp.
+    pub pointwise: usize,
+}
+
+/// Which of our operators [`install_with`] puts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub depthwise: bool,
+    pub maxpool: bool,
+    /// Pointwise convolutions: on by default on aarch64 only, where the NEON kernel beats
+    /// tract's matrix products; on x86 tract's AVX-512/AVX2 assembly is the faster one.
+    pub pointwise: bool,
+}
+
+impl Default for Choice {
+    fn default() -> Choice {
+        Choice {
+            depthwise: true,
+            maxpool: true,
+            pointwise: cfg!(target_arch = "aarch64"),
+        }
+    }
 }
 
 /// Channel position of a 2-D image tensor.
@@ -120,6 +143,70 @@ impl TypedOp for FastDepthwise {
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let fmas = self.geometry.fmas() * self.batch;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), fmas.to_dim())))
+    }
+
+    as_op!();
+}
+
+/// A pointwise (1×1) convolution with its bias and following clamp fused; input and output each
+/// channel-first or channel-last (tract's plans mix them: expansions read channel-first and
+/// write channel-last for the depthwise convolution after them, projections the reverse).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastPointwise {
+    pub pack: Arc<PointwisePack>,
+    pub layout: PointwiseLayout,
+    pub clamp: Clamp,
+    pub output_shape: TVec<usize>,
+}
+
+impl Eq for FastPointwise {}
+
+impl Op for FastPointwise {
+    fn name(&self) -> StaticName {
+        "EmonetPointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, {:?}, clamp {:?}..{:?}",
+            self.pack.k, self.pack.co, self.layout, self.clamp.lo, self.clamp.hi
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FastPointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let x = f32s(&input)?;
+        let px = x.len() / self.pack.k;
+        ensure!(
+            px * self.pack.co == self.output_shape.iter().product::<usize>(),
+            "{}: input length",
+            self.name()
+        );
+        // SAFETY: as in `FastDepthwise::eval`: the kernel writes every output element.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        let mut view = output.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        kernels::pointwise(&self.pack, self.layout, px, x, self.clamp, out);
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FastPointwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        Ok(tvec!(f32::fact(&self.output_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let px = self.output_shape.iter().product::<usize>() / self.pack.co;
+        let fmas = px * self.pack.k * self.pack.co;
         Ok(tvec!((Cost::FMA(f32::datum_type()), fmas.to_dim())))
     }
 
@@ -421,6 +508,125 @@ fn maxpool_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastM
     }))
 }
 
+/// A float 1×1 convolution, as found in a decluttered model.
+struct PointwiseConv {
+    k: usize,
+    co: usize,
+    /// `[co][k]`.
+    weights: Vec<f32>,
+    layout: PointwiseLayout,
+    /// Position of the output channel axis.
+    output_axis: usize,
+    output_shape: TVec<usize>,
+}
+
+/// The convolution of `node`, if it is the `EinSum` that tract makes of a float 1×1
+/// convolution with constant weights (`oi` or `io`) and at least 16 output channels: input
+/// `P i`, `i P` or `n i P` (n of size 1), output `P o` or `o P`, `P` the pixel axes in the same
+/// order.
+fn pointwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<PointwiseConv>> {
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    if einsum.q_params.is_some()
+        || einsum.operating_dt != f32::datum_type()
+        || node.inputs.len() != 2
+    {
+        return Ok(None);
+    }
+    let (ins, outs) = einsum.axes.to_strs();
+    let (x, w, y): (Vec<char>, Vec<char>, Vec<char>) = match (&ins[..], &outs[..]) {
+        ([x, w], [y]) => (x.chars().collect(), w.chars().collect(), y.chars().collect()),
+        _ => return Ok(None),
+    };
+    let (Some(shape), Some(kernel)) = (
+        f32_input_shape(model, node)?,
+        konst_f32(model, node.inputs[1]),
+    ) else {
+        return Ok(None);
+    };
+    let Some(output_shape) = model.outlet_fact(node.id.into())?.shape.as_concrete() else {
+        return Ok(None);
+    };
+    let (&[w0, w1], true) = (&w[..], x.len() == shape.len()) else {
+        return Ok(None);
+    };
+    // The input channel axis is the weight axis that the input has.
+    let (i, o, weights_co_k) = if x.contains(&w1) { (w1, w0, true) } else { (w0, w1, false) };
+    let Some((input_cf, pixels)) = split_channel(&x, &shape, i) else {
+        return Ok(None);
+    };
+    let Some((output_cf, out_pixels)) = split_channel(&y, output_shape, o) else {
+        return Ok(None);
+    };
+    let output_axis = y.iter().position(|&c| c == o).unwrap_or(0);
+    let k = shape[x.iter().position(|&c| c == i).unwrap_or(0)];
+    let co = output_shape[output_axis];
+    if pixels != out_pixels || x.contains(&o) || kernel.len() != k * co || co < 16 {
+        return Ok(None);
+    }
+    let kv = f32s(&kernel)?;
+    let weights: Vec<f32> = if weights_co_k {
+        kv.to_vec()
+    } else {
+        (0..k * co).map(|n| kv[(n % k) * co + n / k]).collect()
+    };
+    Ok(Some(PointwiseConv {
+        k,
+        co,
+        weights,
+        layout: PointwiseLayout { input_cf, output_cf },
+        output_axis,
+        output_shape: output_shape.into(),
+    }))
+}
+
+/// `axes` without channel axis `ch`, if `ch` is last (channel-last: `Some((false, rest))`) or
+/// first, possibly after an axis of size 1 (channel-first: `Some((true, rest))`).
+fn split_channel(axes: &[char], shape: &[usize], ch: char) -> Option<(bool, Vec<char>)> {
+    let at = axes.iter().position(|&c| c == ch)?;
+    let rest: Vec<char> = axes.iter().copied().filter(|&c| c != ch).collect();
+    if at + 1 == axes.len() && axes.len() > 1 {
+        Some((false, rest))
+    } else if at == 0 || (at == 1 && shape.first() == Some(&1)) {
+        // A leading size-1 axis (the batch) is dropped from the pixels.
+        Some((true, rest.into_iter().skip(at).collect()))
+    } else {
+        None
+    }
+}
+
+/// If the only consumer of `outlet` is an `Add` of a constant that varies along axis `axis`
+/// only (a convolution's bias), that node and the bias per output channel (`co` of them).
+fn next_bias(
+    model: &TypedModel,
+    outlet: OutletId,
+    axis: usize,
+    co: usize,
+) -> Option<(usize, Vec<f32>)> {
+    let succ = &model.outlet_successors(outlet);
+    if succ.len() != 1 || model.output_outlets().ok()?.contains(&outlet) {
+        return None;
+    }
+    let node = model.node(succ[0].node);
+    let bin = node.op_as::<TypedBinOp>()?;
+    if !bin.0.is::<Add>() || node.inputs.len() != 2 || succ[0].slot > 1 {
+        return None;
+    }
+    let other = node.inputs[1 - succ[0].slot];
+    let k = konst_f32(model, other)?;
+    let shape = k.shape();
+    let per_channel = shape.get(axis) == Some(&co)
+        && shape.iter().enumerate().all(|(a, &d)| a == axis || d == 1);
+    let same_shape =
+        model.outlet_fact(node.id.into()).ok()?.shape == model.outlet_fact(outlet).ok()?.shape;
+    if !same_shape || !(per_channel || k.len() == 1) {
+        return None;
+    }
+    let b = f32s(&k).ok()?;
+    Some((node.id, (0..co).map(|j| b[j % b.len()]).collect()))
+}
+
 /// Replaces `last`'s output by `op` applied to `node`'s input 0.
 fn swap_in(
     model: &mut TypedModel,
@@ -436,12 +642,19 @@ fn swap_in(
     patch.apply(model)
 }
 
-/// Swaps tract's depthwise convolutions (with their Clip/ReLU) and max-pools in a decluttered
-/// model for ours (see the module documentation). Run `into_optimized` afterwards.
+/// Swaps tract's depthwise convolutions (with their Clip/ReLU), max-pools and, on aarch64,
+/// pointwise convolutions (with their bias and Clip/ReLU) in a decluttered model for ours (see
+/// the module documentation). Run `into_optimized` afterwards.
 pub fn install(model: &mut TypedModel) -> TractResult<Installed> {
+    install_with(model, Choice::default())
+}
+
+/// [`install`] with an explicit choice of operators.
+pub fn install_with(model: &mut TypedModel, choice: Choice) -> TractResult<Installed> {
     let mut done = Installed::default();
     for id in model.eval_order()? {
-        if let Some(mut op) = depthwise_for(model, model.node(id))? {
+        let node = model.node(id);
+        if let Some(mut op) = depthwise_for(model, node)?.filter(|_| choice.depthwise) {
             let mut last = id;
             while let Some((next, clamp)) = next_clamp(model, last.into(), op.clamp) {
                 (last, op.clamp) = (next, clamp);
@@ -449,9 +662,27 @@ pub fn install(model: &mut TypedModel) -> TractResult<Installed> {
             }
             swap_in(model, id, last, op)?;
             done.depthwise += 1;
-        } else if let Some(op) = maxpool_for(model, model.node(id))? {
+        } else if let Some(op) = maxpool_for(model, node)?.filter(|_| choice.maxpool) {
             swap_in(model, id, id, op)?;
             done.maxpools += 1;
+        } else if let Some(conv) = pointwise_for(model, node)?.filter(|_| choice.pointwise) {
+            let (mut last, mut bias) = (id, vec![0.0; conv.co]);
+            if let Some((next, b)) = next_bias(model, id.into(), conv.output_axis, conv.co) {
+                (last, bias) = (next, b);
+            }
+            let mut clamp = Clamp::NONE;
+            while let Some((next, c)) = next_clamp(model, last.into(), clamp) {
+                (last, clamp) = (next, c);
+                done.fused_clamps += 1;
+            }
+            let op = FastPointwise {
+                pack: Arc::new(PointwisePack::new(conv.k, conv.co, &conv.weights, &bias)),
+                layout: conv.layout,
+                clamp,
+                output_shape: conv.output_shape,
+            };
+            swap_in(model, id, last, op)?;
+            done.pointwise += 1;
         }
     }
     model.compact()?;

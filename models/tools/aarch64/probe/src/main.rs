@@ -30,6 +30,17 @@ fn main() -> TractResult<()> {
         .with_input_fact(0, f32::fact(&shape).into())?
         .into_typed()?
         .into_decluttered()?;
+    if std::env::var("PROBE_DECLUTTERED").is_ok() {
+        // the graph our operators are installed into: op, input shapes, output shape
+        for node in typed.nodes() {
+            let ins: Vec<String> = node
+                .inputs
+                .iter()
+                .map(|o| format!("{:?}", typed.outlet_fact(*o).map(|f| f.shape.clone())))
+                .collect();
+            println!("decl {} {} {:?} in {:?} out {:?}", node.id, node.op().name(), node.op().info()?, ins, typed.outlet_fact(node.id.into())?.shape);
+        }
+    }
     if std::env::var("EMONET_TRACT_OPS").map_or(true, |v| v != "tract") {
         tract_ops::install(&mut typed)?;
     }
