@@ -964,6 +964,110 @@ pub fn pointwise(
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Convolution as im2col + pointwise
+
+/// Geometry of a dense (group 1) 2-D convolution over one channel-first image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConvGeometry {
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub k_h: usize,
+    pub k_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl ConvGeometry {
+    /// Rows of the patch matrix: one per (channel, tap), rounded up to a multiple of four
+    /// (the extra rows are zeros, with zero weights).
+    pub fn patch_rows(&self) -> usize {
+        (self.channels * self.k_h * self.k_w).next_multiple_of(4)
+    }
+
+    pub fn output_pixels(&self) -> usize {
+        self.out_h * self.out_w
+    }
+}
+
+/// The channel-first patch matrix of one NCHW image: row `(c·k_h + ky)·k_w + kx` holds, for
+/// every output pixel, the input under tap `(ky, kx)` of channel `c` (zero on padding).
+pub fn im2col_nchw(g: &ConvGeometry, input: &[f32], out: &mut [f32]) {
+    let px = g.output_pixels();
+    assert_eq!(input.len(), g.channels * g.in_h * g.in_w, "im2col input length");
+    assert_eq!(out.len(), g.patch_rows() * px, "im2col output length");
+    let (rows, pad) = out.split_at_mut(g.channels * g.k_h * g.k_w * px);
+    pad.fill(0.0);
+    // The image stems' case (3×3, stride 2, one column of padding): the three taps of a row
+    // are the input row's odd columns shifted by one, its even and its odd columns, split in
+    // one pass (a deinterleaving load on NEON).
+    let stem = g.k_w == 3 && g.stride_w == 2 && g.pad_left == 1 && g.in_w == 2 * g.out_w;
+    let row_len = g.k_w * px;
+    for (r, dst) in rows.chunks_exact_mut(if stem { row_len } else { px }).enumerate() {
+        let (c, ky, kx) = if stem {
+            (r / g.k_h, r % g.k_h, 0)
+        } else {
+            (r / (g.k_h * g.k_w), r / g.k_w % g.k_h, r % g.k_w)
+        };
+        let plane = &input[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+        for y in 0..g.out_h {
+            let iy = (y * g.stride_h + ky).wrapping_sub(g.pad_top);
+            let src = (iy < g.in_h).then(|| &plane[iy * g.in_w..][..g.in_w]);
+            if stem {
+                let (d0, rest) = dst[y * g.out_w..].split_at_mut(px);
+                let (d1, d2) = rest.split_at_mut(px);
+                stem_row(src, &mut d0[..g.out_w], &mut d1[..g.out_w], &mut d2[..g.out_w]);
+            } else {
+                tap_row(g, src, kx, &mut dst[y * g.out_w..][..g.out_w]);
+            }
+        }
+    }
+}
+
+/// One output row of the three taps of a 3×3 stride-2 stem (`src`: the input row, `None` on
+/// padding): `d1[x] = src[2x]`, `d2[x] = src[2x + 1]`, `d0[x] = src[2x − 1]` (0 at x = 0).
+#[inline(always)]
+fn stem_row(src: Option<&[f32]>, d0: &mut [f32], d1: &mut [f32], d2: &mut [f32]) {
+    let Some(src) = src else {
+        for d in [d0, d1, d2] {
+            d.fill(0.0);
+        }
+        return;
+    };
+    let n = d1.len();
+    d0[0] = 0.0;
+    for (x, pair) in src[..2 * n].chunks_exact(2).enumerate() {
+        d1[x] = pair[0];
+        d2[x] = pair[1];
+    }
+    d0[1..].copy_from_slice(&d2[..n - 1]);
+}
+
+/// One output row of tap column `kx` of the patch matrix (`src`: the input row, `None` on
+/// padding).
+fn tap_row(g: &ConvGeometry, src: Option<&[f32]>, kx: usize, d: &mut [f32]) {
+    let Some(src) = src else {
+        d.fill(0.0);
+        return;
+    };
+    // Output columns whose tap column lies inside the image.
+    let first = g.pad_left.saturating_sub(kx).div_ceil(g.stride_w).min(g.out_w);
+    let last = ((g.in_w + g.pad_left).saturating_sub(kx + 1) / g.stride_w + 1).clamp(first, g.out_w);
+    d[..first].fill(0.0);
+    d[last..].fill(0.0);
+    if first < last {
+        let x0 = first * g.stride_w + kx - g.pad_left;
+        for (v, s) in d[first..last].iter_mut().zip(src[x0..].iter().step_by(g.stride_w)) {
+            *v = *s;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,9 @@ use tract_onnx::tract_core::ops::cnn::{Conv, MaxPool, PoolSpec};
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::{Add, Max, Min};
 
-use kernels::{Clamp, DwGeometry, Isa, PointwiseLayout, PointwisePack, PoolGeometry, TAPS};
+use kernels::{
+    Clamp, ConvGeometry, DwGeometry, Isa, PointwiseLayout, PointwisePack, PoolGeometry, TAPS,
+};
 
 /// How many nodes [`install`] replaced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct Installed {
     pub maxpools: usize,
     /// Pointwise (1×1) convolutions now run by [`FastPointwise`], with their bias and clamp.
     pub pointwise: usize,
+    /// Other dense convolutions now run by [`FastConv`] (im2col and the pointwise kernel).
+    pub dense: usize,
 }
 
 /// Which of our operators [`install_with`] puts in.
@@ -41,8 +45,9 @@ pub struct Installed {
 pub struct Choice {
     pub depthwise: bool,
     pub maxpool: bool,
-    /// Pointwise convolutions: on by default on aarch64 only, where the NEON kernel beats
-    /// tract's matrix products; on x86 tract's AVX-512/AVX2 assembly is the faster one.
+    /// Pointwise convolutions, and dense channel-first ones through im2col: on by default on
+    /// aarch64 only, where the NEON kernel beats tract's matrix products; on x86 tract's
+    /// AVX-512/AVX2 assembly is the faster one.
     pub pointwise: bool,
 }
 
@@ -207,6 +212,76 @@ impl TypedOp for FastPointwise {
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let px = self.output_shape.iter().product::<usize>() / self.pack.co;
         let fmas = px * self.pack.k * self.pack.co;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), fmas.to_dim())))
+    }
+
+    as_op!();
+}
+
+/// A dense (group 1) convolution of a channel-first image with constant weights, its bias and
+/// following clamp fused: the image's patch matrix (im2col), then the pointwise kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastConv {
+    pub geometry: ConvGeometry,
+    /// `k` = the patch rows.
+    pub pack: Arc<PointwisePack>,
+    pub clamp: Clamp,
+    pub output_shape: TVec<usize>,
+}
+
+impl Eq for FastConv {}
+
+impl Op for FastConv {
+    fn name(&self) -> StaticName {
+        "EmonetConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{:?} -> {} channels, clamp {:?}..{:?}",
+            self.geometry, self.pack.co, self.clamp.lo, self.clamp.hi
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FastConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let x = f32s(&input)?;
+        let g = &self.geometry;
+        let px = g.output_pixels();
+        ensure!(
+            x.len() == g.channels * g.in_h * g.in_w,
+            "{}: input length",
+            self.name()
+        );
+        let mut patches = vec![0f32; g.patch_rows() * px];
+        kernels::im2col_nchw(g, x, &mut patches);
+        // SAFETY: as in `FastDepthwise::eval`: the kernel writes every output element.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
+        let mut view = output.try_as_plain_ram_mut()?;
+        let layout = PointwiseLayout {
+            input_cf: true,
+            output_cf: true,
+        };
+        let out = view.as_slice_mut::<f32>()?;
+        kernels::pointwise(&self.pack, layout, px, &patches, self.clamp, out);
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FastConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        Ok(tvec!(f32::fact(&self.output_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let fmas = self.geometry.output_pixels() * self.pack.k * self.pack.co;
         Ok(tvec!((Cost::FMA(f32::datum_type()), fmas.to_dim())))
     }
 
@@ -508,6 +583,90 @@ fn maxpool_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastM
     }))
 }
 
+/// Largest patch matrix [`FastConv`] builds, in floats (256 KiB: the classifier's stem needs
+/// 28 × 1024; a detector's full-resolution stem, megabytes, stays with tract).
+const MAX_PATCH_FLOATS: usize = 1 << 16;
+
+/// A [`FastConv`] for `node`, if it is a float dense convolution of one channel-first image
+/// (batch 1) with constant weights and bias, kernel larger than 1×1, at least 16 output
+/// channels, no dilation and a patch matrix of at most [`MAX_PATCH_FLOATS`].
+fn dense_conv_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastConv>> {
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &conv.pool_spec;
+    let Some(shape) = f32_input_shape(model, node)? else {
+        return Ok(None);
+    };
+    let Some((batch, Layout::ChannelFirst, in_h, in_w)) = image_dims(spec, &shape) else {
+        return Ok(None);
+    };
+    let (ci, co) = (spec.input_channels, spec.output_channels);
+    if conv.q_params.is_some()
+        || conv.group != 1
+        || batch != 1
+        || co < 16
+        || spec.kernel_shape.iter().product::<usize>() < 2
+        || spec.dilations().iter().any(|&d| d != 1)
+        || node.inputs.len() != 3
+    {
+        return Ok(None);
+    }
+    let (Some(kernel), Some(bias)) = (
+        konst_f32(model, node.inputs[1]),
+        konst_f32(model, node.inputs[2]),
+    ) else {
+        return Ok(None);
+    };
+    let taps = spec.kernel_shape[0] * spec.kernel_shape[1];
+    let kernel = conv.kernel_fmt.kernel_as_group_o_ihw(&kernel, 1)?;
+    if kernel.shape() != [1, co, ci * taps] || !(bias.len() == co || bias.len() == 1) {
+        return Ok(None);
+    }
+    let Spatial {
+        strides,
+        pad_before,
+        out_hw,
+        ..
+    } = spatial_geometry(spec, &shape)?;
+    let Some(output_shape) = model.outlet_fact(node.id.into())?.shape.as_concrete() else {
+        return Ok(None);
+    };
+    let geometry = ConvGeometry {
+        channels: ci,
+        in_h,
+        in_w,
+        k_h: spec.kernel_shape[0],
+        k_w: spec.kernel_shape[1],
+        stride_h: strides[0],
+        stride_w: strides[1],
+        pad_top: pad_before[0],
+        pad_left: pad_before[1],
+        out_h: out_hw[0],
+        out_w: out_hw[1],
+    };
+    let px = geometry.output_pixels();
+    if output_shape.iter().product::<usize>() != co * px
+        || geometry.patch_rows() * px > MAX_PATCH_FLOATS
+    {
+        return Ok(None);
+    }
+    // Weights [co][patch rows], the rows past ci·taps zero.
+    let (k, rows) = (ci * taps, geometry.patch_rows());
+    let kv = f32s(&kernel)?;
+    let weights: Vec<f32> = (0..co * rows)
+        .map(|n| if n % rows < k { kv[n / rows * k + n % rows] } else { 0.0 })
+        .collect();
+    let b = f32s(&bias)?;
+    let bias: Vec<f32> = (0..co).map(|j| b[j % b.len()]).collect();
+    Ok(Some(FastConv {
+        geometry,
+        pack: Arc::new(PointwisePack::new(rows, co, &weights, &bias)),
+        clamp: Clamp::NONE,
+        output_shape: output_shape.into(),
+    }))
+}
+
 /// A float 1×1 convolution, as found in a decluttered model.
 struct PointwiseConv {
     k: usize,
@@ -683,6 +842,14 @@ pub fn install_with(model: &mut TypedModel, choice: Choice) -> TractResult<Insta
             };
             swap_in(model, id, last, op)?;
             done.pointwise += 1;
+        } else if let Some(mut op) = dense_conv_for(model, node)?.filter(|_| choice.pointwise) {
+            let mut last = id;
+            while let Some((next, clamp)) = next_clamp(model, last.into(), op.clamp) {
+                (last, op.clamp) = (next, clamp);
+                done.fused_clamps += 1;
+            }
+            swap_in(model, id, last, op)?;
+            done.dense += 1;
         }
     }
     model.compact()?;

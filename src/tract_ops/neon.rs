@@ -1,11 +1,16 @@
 //! aarch64 NEON kernels, written with `std::arch` intrinsics where LLVM's auto-vectorized code
 //! left instructions on the table (counted under qemu: docs/performance.md).
 //!
-//! Channel-last 3×3 depthwise convolution: the image is copied once into a zero-padded scratch,
-//! then each block of four channels (one vector) keeps its nine weight vectors in registers for
-//! the whole image while its outputs go four at a time along a row, so that the input columns
-//! they share are loaded once. Loads and stores step along a row with post-indexed `ld1`/`st1`
-//! (one instruction each; LLVM spent an address `add` beside every load).
+//! Channel-last 3×3 depthwise convolution: each block of four channels (one vector) keeps its
+//! nine weight vectors in registers for the whole image while its outputs go four at a time
+//! along a row, so that the input columns they share are loaded once. Rows are read straight
+//! from the input: taps on padding rows, or on the one padding column at either end of a row,
+//! are skipped (other paddings go through a zero-padded copy). Loads and stores step along a
+//! row with post-indexed `ld1`/`st1` (one instruction each; LLVM spent an address `add` beside
+//! every load).
+//!
+//! Pointwise (1×1) convolution: hand-written `asm!` tiles of 4 pixels × 16 output channels (see
+//! the section below).
 
 use super::{padded_row_nhwc, put_scratch, take_scratch, Clamp, DwGeometry, K};
 use std::arch::aarch64::*;
@@ -18,6 +23,18 @@ struct Block {
     b: float32x4_t,
     lo: float32x4_t,
     hi: float32x4_t,
+}
+
+/// An image the kernel reads: `rows` rows of `row` floats, `cols` pixels per row; its column
+/// `j` is the convolution's padded column `j + left`.
+struct Image<'a> {
+    data: &'a [f32],
+    row: usize,
+    rows: usize,
+    cols: usize,
+    /// Padding columns before column 0 (0 or 1) and rows above row 0 (any).
+    left: usize,
+    top: usize,
 }
 
 /// 3×3 depthwise convolution of one NHWC image (`weights` tap-major `[3][3][C]`, `out`
@@ -35,52 +52,123 @@ pub fn depthwise3x3_nhwc(
     assert!(c >= 4 && g.is_valid());
     assert!(input.len() == g.input_len() && out.len() == g.output_len());
     assert!(weights.len() == 9 * c && bias.len() == c);
-    // The padded columns and rows the outputs read.
-    let wp = (g.out_w - 1) * g.stride_w + K;
+    // Padded columns the last output reads beyond the input (at most one for the direct path).
+    let reach = (g.out_w - 1) * g.stride_w + K;
+    let direct = g.pad_left <= 1 && reach <= g.pad_left + g.in_w + 1;
+    if direct {
+        let img = Image {
+            data: input,
+            row: g.in_w * c,
+            rows: g.in_h,
+            cols: g.in_w,
+            left: g.pad_left,
+            top: g.pad_top,
+        };
+        return convolve(g, &img, weights, bias, clamp, out);
+    }
     let hp = (g.out_h - 1) * g.stride_h + K;
-    let (mut padded, spare) = take_scratch(hp * wp * c, 0);
-    for (py, row) in padded[..hp * wp * c].chunks_exact_mut(wp * c).enumerate() {
+    let (mut padded, spare) = take_scratch(hp * reach * c, 0);
+    for (py, row) in padded[..hp * reach * c].chunks_exact_mut(reach * c).enumerate() {
         padded_row_nhwc(g, input, py, row);
     }
-    let img = Padded {
-        data: &padded[..hp * wp * c],
-        row: wp * c,
-        c,
+    let img = Image {
+        data: &padded[..hp * reach * c],
+        row: reach * c,
+        rows: hp,
+        cols: reach,
+        left: 0,
+        top: 0,
     };
-    let clamped = clamp != Clamp::NONE;
-    // SAFETY: every pointer `image` forms stays inside `img.data`, `weights`, `bias` or `out`
-    // (their lengths are asserted above; see the comments in `image`).
-    unsafe {
-        match (clamped, g.stride_w) {
-            (true, 1) => image::<true, 1>(g, &img, weights, bias, clamp, out),
-            (true, 2) => image::<true, 2>(g, &img, weights, bias, clamp, out),
-            (true, _) => image::<true, 0>(g, &img, weights, bias, clamp, out),
-            (false, 1) => image::<false, 1>(g, &img, weights, bias, clamp, out),
-            (false, 2) => image::<false, 2>(g, &img, weights, bias, clamp, out),
-            (false, _) => image::<false, 0>(g, &img, weights, bias, clamp, out),
-        }
-    }
+    convolve(g, &img, weights, bias, clamp, out);
     put_scratch((padded, spare));
 }
 
-/// The zero-padded input: `rows` of `row` floats, `c` floats per pixel.
-struct Padded<'a> {
-    data: &'a [f32],
-    row: usize,
-    c: usize,
+/// The convolution over `img`, whose padding (`left` ≤ 1, at most one column past its right
+/// edge, any rows) is read as zeros.
+fn convolve(
+    g: &DwGeometry,
+    img: &Image,
+    weights: &[f32],
+    bias: &[f32],
+    clamp: Clamp,
+    out: &mut [f32],
+) {
+    let clamped = clamp != Clamp::NONE;
+    // SAFETY: `image` reads only pixels of `img` inside its rows and columns, the weights and
+    // biases of whole channel blocks, and writes outputs inside `out` (lengths asserted by the
+    // caller; see the comments in `image`).
+    unsafe {
+        match (clamped, g.stride_w) {
+            (true, 1) => image::<true, 1>(g, img, weights, bias, clamp, out),
+            (true, 2) => image::<true, 2>(g, img, weights, bias, clamp, out),
+            (true, _) => image::<true, 0>(g, img, weights, bias, clamp, out),
+            (false, 1) => image::<false, 1>(g, img, weights, bias, clamp, out),
+            (false, 2) => image::<false, 2>(g, img, weights, bias, clamp, out),
+            (false, _) => image::<false, 0>(g, img, weights, bias, clamp, out),
+        }
+    }
 }
 
-/// The convolution with the column stride `S` known at compile time (0: read from `g`).
+/// Outputs `x .. x + n` of every row, computed together; `left` / `right`: their first / last
+/// input column is padding.
+#[derive(Clone, Copy)]
+struct Span {
+    x: usize,
+    n: usize,
+    left: bool,
+    right: bool,
+}
+
+/// How every output row is cut into spans: runs of four where possible, the padding columns at
+/// either end in the first and last span.
+fn spans(g: &DwGeometry, img: &Image, stride: usize, fixed: bool) -> Vec<Span> {
+    let overhang = (g.out_w - 1) * stride + K > img.left + img.cols;
+    let mut spans = Vec::new();
+    let mut x = 0;
+    while x < g.out_w {
+        let n = match g.out_w - x {
+            _ if !fixed => 1,
+            r if r >= 4 => 4,
+            r if r >= 2 => 2,
+            _ => 1,
+        };
+        spans.push(Span {
+            x,
+            n,
+            left: x == 0 && img.left == 1,
+            right: x + n == g.out_w && overhang,
+        });
+        x += n;
+    }
+    spans
+}
+
+/// The convolution with the column stride `S` known at compile time (0: read from `g`, one
+/// output at a time).
 #[inline(always)]
 unsafe fn image<const CLAMP: bool, const S: usize>(
     g: &DwGeometry,
-    img: &Padded,
+    img: &Image,
     weights: &[f32],
     bias: &[f32],
     clamp: Clamp,
     out: &mut [f32],
 ) {
     let c = g.channels;
+    let sw = if S == 0 { g.stride_w } else { S };
+    let spans = spans(g, img, sw, S != 0);
+    // The spans between the first and the last are plain runs of four.
+    let inner = spans.len().saturating_sub(2);
+    let plain = (1..=inner).all(|i| spans[i].n == 4 && !spans[i].left && !spans[i].right);
+    let (head, tail) = if plain && S != 0 {
+        (&spans[..1], &spans[spans.len().max(2) - 1..])
+    } else {
+        (&spans[..], &spans[..0])
+    };
+    let middle = if plain && S != 0 { inner } else { 0 };
+    // Padding rows read a row of zeros (their taps add nothing).
+    let (mut zeros, spare) = take_scratch(img.cols * c, 0);
+    zeros[..img.cols * c].fill(0.0);
     let starts = (0..c / 4).map(|i| i * 4).chain((c % 4 != 0).then_some(c - 4));
     for c0 in starts {
         let blk = Block {
@@ -90,58 +178,100 @@ unsafe fn image<const CLAMP: bool, const S: usize>(
             hi: vdupq_n_f32(clamp.hi),
         };
         for y in 0..g.out_h {
-            // Padded rows y·sh .. y·sh + 2 exist (hp = (out_h − 1)·sh + 3), and so do columns
-            // x·sw .. x·sw + 2 of every output x (wp = (out_w − 1)·sw + 3).
-            let top = img.data.as_ptr().add(y * g.stride_h * img.row + c0);
-            let o = out.as_mut_ptr().add(y * g.out_w * c + c0);
-            let mut x = 0;
-            if S == 0 {
-                while x < g.out_w {
-                    run::<1, CLAMP, 1>(&blk, img, top.add(x * g.stride_w * c), o.add(x * c));
-                    x += 1;
+            let rows: [*const f32; K] = std::array::from_fn(|ky| {
+                let iy = (y * g.stride_h + ky).wrapping_sub(img.top);
+                if iy < img.rows {
+                    img.data.as_ptr().add(iy * img.row + c0)
+                } else {
+                    zeros.as_ptr().add(c0)
                 }
-                continue;
+            });
+            let o = out.as_mut_ptr().add(y * g.out_w * c + c0);
+            // Leftmost tap column of output x in the image (wrapped −1 for the left padding
+            // column, which is never loaded).
+            let at = |x: usize| Run {
+                rows,
+                col: (x * sw).wrapping_sub(img.left),
+                c,
+                out: o.add(x * c),
+            };
+            for sp in head {
+                span::<CLAMP, S>(&blk, sp, &at(sp.x));
             }
-            while x + 4 <= g.out_w {
-                run::<4, CLAMP, S>(&blk, img, top.add(x * S * c), o.add(x * c));
-                x += 4;
+            for i in 1..=middle {
+                run::<4, CLAMP, S, false, false>(&blk, &at(spans[i].x));
             }
-            if x + 2 <= g.out_w {
-                run::<2, CLAMP, S>(&blk, img, top.add(x * S * c), o.add(x * c));
-                x += 2;
-            }
-            if x < g.out_w {
-                run::<1, CLAMP, S>(&blk, img, top.add(x * S * c), o.add(x * c));
+            for sp in tail {
+                span::<CLAMP, S>(&blk, sp, &at(sp.x));
             }
         }
     }
+    put_scratch((zeros, spare));
 }
 
-/// `N` neighbouring outputs (`N` ≤ 4) whose top-left tap is at `p`: the `(N − 1)·S + 3` columns
-/// of each of the three rows are loaded once for all of them.
+/// One span, dispatched to its `run`.
 #[inline(always)]
-unsafe fn run<const N: usize, const CLAMP: bool, const S: usize>(
-    blk: &Block,
-    img: &Padded,
-    p: *const f32,
+unsafe fn span<const CLAMP: bool, const S: usize>(blk: &Block, sp: &Span, at: &Run) {
+    macro_rules! go {
+        ($n:literal, $s:literal) => {
+            match (sp.left, sp.right) {
+                (false, false) => run::<$n, CLAMP, $s, false, false>(blk, at),
+                (true, false) => run::<$n, CLAMP, $s, true, false>(blk, at),
+                (false, true) => run::<$n, CLAMP, $s, false, true>(blk, at),
+                (true, true) => run::<$n, CLAMP, $s, true, true>(blk, at),
+            }
+        };
+    }
+    match (sp.n, S) {
+        (4, 1) => go!(4, 1),
+        (2, 1) => go!(2, 1),
+        (4, 2) => go!(4, 2),
+        (2, 2) => go!(2, 2),
+        _ => go!(1, 1),
+    }
+}
+
+/// Where a run of outputs reads and writes.
+struct Run {
+    rows: [*const f32; K],
+    /// Image column of the first output's first tap (wrapped −1: the padding column).
+    col: usize,
+    /// Floats per pixel.
+    c: usize,
     out: *mut f32,
+}
+
+/// `N` neighbouring outputs (`N` ≤ 4): the `(N − 1)·S + 3` columns of each input row are loaded
+/// once for all of them. `LEFT`: the first column is padding; `RIGHT`: the last one is.
+#[inline(always)]
+unsafe fn run<const N: usize, const CLAMP: bool, const S: usize, const LEFT: bool, const RIGHT: bool>(
+    blk: &Block,
+    at: &Run,
 ) {
-    let step = img.c * 4;
+    let step = at.c * 4;
+    let cols = (N - 1) * S + K;
+    let pad = |j: usize| (LEFT && j == 0) || (RIGHT && j == cols - 1);
     let mut acc = [blk.b; N];
-    for ky in 0..K {
-        let mut q = p.add(ky * img.row);
+    for (ky, row) in at.rows.iter().enumerate() {
+        let mut q = row.wrapping_add(at.col.wrapping_mul(at.c));
         let mut v = [vdupq_n_f32(0.0); 12];
-        for slot in v.iter_mut().take((N - 1) * S + K) {
-            *slot = load_step(&mut q, step);
+        for (j, slot) in v.iter_mut().enumerate().take(cols) {
+            if pad(j) {
+                q = q.wrapping_add(at.c);
+            } else {
+                *slot = load_step(&mut q, step);
+            }
         }
         for kx in 0..K {
             let w = blk.w[ky * K + kx];
             for (i, a) in acc.iter_mut().enumerate() {
-                *a = vfmaq_f32(*a, w, v[i * S + kx]);
+                if !pad(i * S + kx) {
+                    *a = vfmaq_f32(*a, w, v[i * S + kx]);
+                }
             }
         }
     }
-    let mut o = out;
+    let mut o = at.out;
     for a in acc {
         let v = if CLAMP {
             vminnmq_f32(vmaxnmq_f32(a, blk.lo), blk.hi)

@@ -17,8 +17,9 @@ import subprocess
 
 # (kind, pattern on the demangled symbol), first match wins
 KINDS = [
-    ("depthwise, emonet", r"tract_ops::kernels::(depthwise|dw_|PhasePlan|neon::depthwise|neon::image)"),
+    ("depthwise, emonet", r"tract_ops::kernels::(depthwise|dw_|PhasePlan|neon::depthwise|neon::image|neon::convolve)"),
     ("pointwise, emonet", r"tract_ops::kernels::(pointwise|neon::pointwise|neon::pw)|FastPointwise"),
+    ("dense conv (im2col), emonet", r"tract_ops::kernels::im2col|FastConv"),
     ("max-pool, emonet", r"tract_ops::kernels::maxpool"),
     ("depthwise, tract", r"depthwise|DepthWise|depth_wise|ZoneScanner|process_zone"),
     ("max-pool, tract", r"MaxPool|max_pool|maxpool"),
