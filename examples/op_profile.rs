@@ -80,7 +80,8 @@ fn main() -> Result<()> {
         .map(|i| ((i as u64 * 7919) % 256) as f32 / 127.5 - 1.0)
         .collect();
     let x = tract_ndarray::ArrayD::from_shape_vec(shape.clone(), data)?.into_tensor();
-    let plans = [false, true].map(|own| model::build_plan_with(&proto, &path, &shape, own));
+    let own = Some(emonet::tract_ops::Choice::default());
+    let plans = [None, own].map(|own| model::build_plan_with(&proto, &path, &shape, own));
     let [tract, ours] = plans;
     let (tract, ours) = (tract?, ours?);
     let mut st_t = PlanState::new(&tract.plan)?;

@@ -3,7 +3,11 @@
 //!   with its exact geometry and random weights, bias and input, run by tract and by our
 //!   operator for every instruction set this CPU has: max abs difference ≤ 1e-5 (with and
 //!   without a fused Clip);
-//! - both whole models on real images, with and without our operators: outputs within 1e-4, and
+//! - every pointwise (1×1) convolution (tract's `EinSum` of it) and the classifier's dense stem
+//!   convolution, likewise alone, ours (the NEON kernel on aarch64, plain loops elsewhere)
+//!   against tract's: max abs difference ≤ 1e-5;
+//! - both whole models on real images, with and without our operators (with the pointwise ones,
+//!   which only aarch64 installs by default, on every architecture): outputs within 1e-4, and
 //!   the optimized plan really runs our operators (and no tract depthwise / max-pool is left).
 
 mod common;
@@ -11,10 +15,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use emonet::tract_ops::kernels::{usable, Isa};
-use emonet::tract_ops::{install, FastDepthwise, FastMaxPool};
+use emonet::tract_ops::{install, install_with, Choice, FastDepthwise, FastMaxPool};
 use emonet::vision::model;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, MaxPool};
+use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math;
 
 use common::root;
@@ -128,7 +133,7 @@ fn single_op_model(
     let mut y = m.wire_node("op", node.op.clone(), &inputs).unwrap()[0];
     if relu6 {
         for (name, op, v) in [("lo", math::max(), 0f32), ("hi", math::min(), 6f32)] {
-            let shape = tvec![1usize; x_fact.rank()];
+            let shape = tvec![1usize; m.outlet_fact(y).unwrap().rank()];
             let k = tensor0(v).broadcast_into_rank(shape.len()).unwrap();
             let k = m.add_const(format!("{name}.k"), k).unwrap();
             y = m.wire_node(name, op, &[y, k]).unwrap()[0];
@@ -226,6 +231,92 @@ fn detector_depthwise_and_maxpool_nodes_match_tract() {
     assert_eq!(compare_each_node(DETECTOR), (16, 3));
 }
 
+/// Only our pointwise and dense convolutions.
+const POINTWISE_ONLY: Choice = Choice {
+    depthwise: false,
+    maxpool: false,
+    pointwise: true,
+};
+
+/// Runs every pointwise convolution (an `EinSum` with two inputs) and every dense convolution
+/// of `file` alone, ours against tract's; returns how many of each.
+fn compare_pointwise_nodes(file: &str) -> (usize, usize) {
+    let model = decluttered(file);
+    let mut seed = 11u64;
+    let (mut pointwise, mut dense) = (0, 0);
+    for node in &model.nodes {
+        let is_pw = node.op_is::<EinSum>() && node.inputs.len() == 2;
+        let is_dense = node.op_as::<Conv>().is_some_and(|c| c.group == 1);
+        if !is_pw && !is_dense {
+            continue;
+        }
+        for relu6 in [false, true] {
+            let tract_model = single_op_model(&model, node, relu6, &mut seed);
+            let mut ours = tract_model.clone();
+            let done = install_with(&mut ours, POINTWISE_ONLY).unwrap();
+            if done.pointwise + done.dense == 0 {
+                // What stays with tract: the classifier's heads (a Gemm, no pixel axes), a
+                // channel-last stem (the detector's), and pointwise shapes outside the NEON
+                // kernel's (fewer than 16 outputs, inputs not in fours).
+                let w = model
+                    .outlet_fact(node.inputs[node.inputs.len() - 1])
+                    .unwrap();
+                let dims = w.shape.as_concrete().unwrap_or(&[]).to_vec();
+                let odd = dims.iter().any(|d| d % 4 != 0) || dims.iter().any(|&d| d < 16);
+                assert!(
+                    is_dense || odd || node.outputs[0].fact.rank() == 2,
+                    "{file} {}: {node}",
+                    node.name
+                );
+                break;
+            }
+            assert_eq!(
+                (done.pointwise, done.dense, done.fused_clamps),
+                (is_pw as usize, is_dense as usize, 2 * relu6 as usize),
+                "{file} {}",
+                node.name
+            );
+            let shape = tract_model
+                .input_fact(0)
+                .unwrap()
+                .shape
+                .as_concrete()
+                .unwrap()
+                .to_vec();
+            let x = noise(&mut seed, &shape, 1.0);
+            let want = &run(&tract_model, &x)[0];
+            let got = &run(&ours, &x)[0];
+            let d = max_abs_diff(got, want);
+            assert!(
+                d <= 1e-5,
+                "{file} {} relu6={relu6}: max diff {d}",
+                node.name
+            );
+            if !relu6 {
+                if is_pw {
+                    pointwise += 1;
+                } else {
+                    dense += 1;
+                }
+            }
+        }
+    }
+    (pointwise, dense)
+}
+
+#[test]
+fn classifier_pointwise_and_stem_nodes_match_tract() {
+    // MobileNetV2: 34 pointwise convolutions and the 3×3 stride-2 stem.
+    assert_eq!(compare_pointwise_nodes(CLASSIFIER), (34, 1));
+}
+
+#[test]
+fn detector_pointwise_nodes_match_tract() {
+    // BlazeFace short range: 17 of its 20 pointwise convolutions (one has 42 input channels, two
+    // have fewer than 16 outputs: tract's); its 5×5 stem is channel-last (tract's too).
+    assert_eq!(compare_pointwise_nodes(DETECTOR), (17, 0));
+}
+
 /// A real image as the model input: `samples/frames/*.jpg` resized, values in [-1, 1].
 fn image_input(path: &Path, shape: [usize; 4], nhwc: bool) -> Tensor {
     let img = image::open(path).unwrap().to_rgb8();
@@ -250,12 +341,12 @@ fn image_input(path: &Path, shape: [usize; 4], nhwc: bool) -> Tensor {
     t.into_tensor()
 }
 
-fn whole_model_matches(file: &str, expect_dw: usize, expect_pools: usize) {
+fn whole_model_matches(file: &str, choice: Choice, expect_dw: usize, expect_pools: usize) {
     let path = root().join(file);
     let proto = model::read_proto(&path).unwrap();
     let shape = input_shape(file);
-    let tract = model::build_plan_with(&proto, &path, &shape, false).unwrap();
-    let ours = model::build_plan_with(&proto, &path, &shape, true).unwrap();
+    let tract = model::build_plan_with(&proto, &path, &shape, None).unwrap();
+    let ours = model::build_plan_with(&proto, &path, &shape, Some(choice)).unwrap();
     let names = |m: &model::OnnxModel| -> Vec<String> {
         m.plan
             .model()
@@ -328,10 +419,30 @@ fn whole_model_matches(file: &str, expect_dw: usize, expect_pools: usize) {
 
 #[test]
 fn classifier_end_to_end_matches_tract() {
-    whole_model_matches(CLASSIFIER, 17, 0);
+    whole_model_matches(CLASSIFIER, Choice::default(), 17, 0);
 }
 
 #[test]
 fn detector_end_to_end_matches_tract() {
-    whole_model_matches(DETECTOR, 16, 3);
+    whole_model_matches(DETECTOR, Choice::default(), 16, 3);
+}
+
+/// With the pointwise and stem convolutions ours as well (aarch64's default), whatever the
+/// architecture: the plan runs them, and the outputs stay within 1e-4 of tract's.
+#[test]
+fn classifier_with_our_pointwise_matches_tract() {
+    let all = Choice {
+        pointwise: true,
+        ..Choice::default()
+    };
+    whole_model_matches(CLASSIFIER, all, 17, 0);
+}
+
+#[test]
+fn detector_with_our_pointwise_matches_tract() {
+    let all = Choice {
+        pointwise: true,
+        ..Choice::default()
+    };
+    whole_model_matches(DETECTOR, all, 16, 3);
 }

@@ -1,6 +1,8 @@
 //! Numeric kernels behind the tract operators of this module: a 3×3 depthwise convolution
-//! (channel-first and channel-last layouts, any stride and padding, fused clamp) and a
-//! max-pool (both layouts).
+//! (channel-first and channel-last layouts, any stride and padding, fused clamp), a max-pool
+//! (both layouts), and a pointwise convolution (any mix of layouts, fused bias and clamp) with
+//! the im2col that turns a small dense convolution into one. aarch64 runs the channel-last
+//! depthwise and the pointwise kernels from `neon.rs` (intrinsics and `asm!`).
 //!
 //! The code is plain Rust written so that LLVM vectorizes it: fixed-size lane blocks
 //! (`[f32; L]`) with no data-dependent control flow inside. On x86-64 each entry point is
@@ -794,6 +796,10 @@ pub fn depthwise3x3_nchw(
         Isa::Avx512 => unsafe { x86::dw_nchw_avx512(g, input, weights, bias, clamp, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::dw_nchw_avx2(g, input, weights, bias, clamp, out) },
+        #[cfg(target_arch = "aarch64")]
+        _ if g.stride_h == 1 && g.stride_w == 1 && g.out_w.is_multiple_of(4) && !small_plane(g) => {
+            neon::depthwise3x3_nchw_s1(g, input, weights, bias, clamp, out)
+        }
         _ => dw_dispatch::<BASELINE_FMA, true>(BASELINE_LANES, g, input, weights, bias, clamp, out),
     }
 }
@@ -951,14 +957,27 @@ pub fn pointwise(
         return neon::pointwise(pack, layout, px, x, clamp, out);
     }
     let (k, co) = (pack.k, pack.co);
-    assert!(x.len() == px * k && out.len() == px * co, "pointwise lengths");
-    let xi = |p: usize, i: usize| if layout.input_cf { x[i * px + p] } else { x[p * k + i] };
+    assert!(
+        x.len() == px * k && out.len() == px * co,
+        "pointwise lengths"
+    );
+    let xi = |p: usize, i: usize| {
+        if layout.input_cf {
+            x[i * px + p]
+        } else {
+            x[p * k + i]
+        }
+    };
     for p in 0..px {
         for j in 0..co {
             let acc = (0..k).fold(pack.bias[j], |a, i| {
                 madd::<BASELINE_FMA>(xi(p, i), pack.weight(j, i), a)
             });
-            let at = if layout.output_cf { j * px + p } else { p * co + j };
+            let at = if layout.output_cf {
+                j * px + p
+            } else {
+                p * co + j
+            };
             out[at] = clamp.apply(acc);
         }
     }
@@ -999,7 +1018,11 @@ impl ConvGeometry {
 /// every output pixel, the input under tap `(ky, kx)` of channel `c` (zero on padding).
 pub fn im2col_nchw(g: &ConvGeometry, input: &[f32], out: &mut [f32]) {
     let px = g.output_pixels();
-    assert_eq!(input.len(), g.channels * g.in_h * g.in_w, "im2col input length");
+    assert_eq!(
+        input.len(),
+        g.channels * g.in_h * g.in_w,
+        "im2col input length"
+    );
     assert_eq!(out.len(), g.patch_rows() * px, "im2col output length");
     let (rows, pad) = out.split_at_mut(g.channels * g.k_h * g.k_w * px);
     pad.fill(0.0);
@@ -1008,7 +1031,10 @@ pub fn im2col_nchw(g: &ConvGeometry, input: &[f32], out: &mut [f32]) {
     // one pass (a deinterleaving load on NEON).
     let stem = g.k_w == 3 && g.stride_w == 2 && g.pad_left == 1 && g.in_w == 2 * g.out_w;
     let row_len = g.k_w * px;
-    for (r, dst) in rows.chunks_exact_mut(if stem { row_len } else { px }).enumerate() {
+    for (r, dst) in rows
+        .chunks_exact_mut(if stem { row_len } else { px })
+        .enumerate()
+    {
         let (c, ky, kx) = if stem {
             (r / g.k_h, r % g.k_h, 0)
         } else {
@@ -1021,12 +1047,38 @@ pub fn im2col_nchw(g: &ConvGeometry, input: &[f32], out: &mut [f32]) {
             if stem {
                 let (d0, rest) = dst[y * g.out_w..].split_at_mut(px);
                 let (d1, d2) = rest.split_at_mut(px);
-                stem_row(src, &mut d0[..g.out_w], &mut d1[..g.out_w], &mut d2[..g.out_w]);
+                stem_row(
+                    src,
+                    &mut d0[..g.out_w],
+                    &mut d1[..g.out_w],
+                    &mut d2[..g.out_w],
+                );
             } else {
                 tap_row(g, src, kx, &mut dst[y * g.out_w..][..g.out_w]);
             }
         }
     }
+}
+
+/// A dense convolution of one NCHW image through its patch matrix (built in this thread's
+/// scratch) and the pointwise kernel: `pack` holds the weights `[co][patch rows]`, `out` is
+/// `[co][out_h][out_w]`.
+pub fn conv_im2col(
+    g: &ConvGeometry,
+    pack: &PointwisePack,
+    input: &[f32],
+    clamp: Clamp,
+    out: &mut [f32],
+) {
+    let len = g.patch_rows() * g.output_pixels();
+    let (mut patches, spare) = take_scratch(len, 0);
+    im2col_nchw(g, input, &mut patches[..len]);
+    let layout = PointwiseLayout {
+        input_cf: true,
+        output_cf: true,
+    };
+    pointwise(pack, layout, g.output_pixels(), &patches[..len], clamp, out);
+    put_scratch((patches, spare));
 }
 
 /// One output row of the three taps of a 3×3 stride-2 stem (`src`: the input row, `None` on
@@ -1056,13 +1108,21 @@ fn tap_row(g: &ConvGeometry, src: Option<&[f32]>, kx: usize, d: &mut [f32]) {
         return;
     };
     // Output columns whose tap column lies inside the image.
-    let first = g.pad_left.saturating_sub(kx).div_ceil(g.stride_w).min(g.out_w);
-    let last = ((g.in_w + g.pad_left).saturating_sub(kx + 1) / g.stride_w + 1).clamp(first, g.out_w);
+    let first = g
+        .pad_left
+        .saturating_sub(kx)
+        .div_ceil(g.stride_w)
+        .min(g.out_w);
+    let last =
+        ((g.in_w + g.pad_left).saturating_sub(kx + 1) / g.stride_w + 1).clamp(first, g.out_w);
     d[..first].fill(0.0);
     d[last..].fill(0.0);
     if first < last {
         let x0 = first * g.stride_w + kx - g.pad_left;
-        for (v, s) in d[first..last].iter_mut().zip(src[x0..].iter().step_by(g.stride_w)) {
+        for (v, s) in d[first..last]
+            .iter_mut()
+            .zip(src[x0..].iter().step_by(g.stride_w))
+        {
             *v = *s;
         }
     }
@@ -1266,5 +1326,186 @@ mod tests {
         assert_eq!(nhwc_lanes(3, 8, 8), 2);
         assert_eq!(block_starts(42, 16).collect::<Vec<_>>(), [0, 16, 26]);
         assert_eq!(block_starts(32, 16).collect::<Vec<_>>(), [0, 16]);
+    }
+
+    /// `out[p][j] = clamp(b[j] + Σ_i x[p][i] · w[j][i])` in f64, laid out as `layout` says.
+    fn pointwise_reference(
+        layout: PointwiseLayout,
+        px: usize,
+        k: usize,
+        co: usize,
+        (x, w, b): (&[f32], &[f32], &[f32]),
+        clamp: Clamp,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; px * co];
+        for p in 0..px {
+            for j in 0..co {
+                let mut acc = b[j] as f64;
+                for i in 0..k {
+                    let v = if layout.input_cf {
+                        x[i * px + p]
+                    } else {
+                        x[p * k + i]
+                    };
+                    acc += (v * w[j * k + i]) as f64;
+                }
+                let at = if layout.output_cf {
+                    j * px + p
+                } else {
+                    p * co + j
+                };
+                out[at] = clamp.apply(acc as f32);
+            }
+        }
+        out
+    }
+
+    /// Every layout, with and without a clamp, on shapes that hit the kernel's edges: pixel
+    /// counts that are not a multiple of four (the last tile overlaps), channel counts with an
+    /// 8-wide or an overlapping 16-wide last block, input channels in odd fours (the single
+    /// step after the double steps), and the classifier's own sizes.
+    #[test]
+    fn pointwise_matches_definition_in_every_layout() {
+        let mut seed = 0x9e37_79b9;
+        let relu6 = Clamp { lo: 0.0, hi: 6.0 };
+        let mut cases = 0;
+        for (px, k, co) in [
+            (4usize, 4usize, 16usize),
+            (5, 8, 17),
+            (6, 12, 20),
+            (7, 20, 40),
+            (16, 64, 24),
+            (9, 28, 33),
+            (1024, 16, 96),
+            (4, 320, 1280),
+        ] {
+            // Weights scaled as a trained network's are (outputs of order 1 whatever k).
+            let scale = 1.0 / (k as f32).sqrt();
+            let w: Vec<f32> = noise(&mut seed, k * co).iter().map(|v| v * scale).collect();
+            let (x, b) = (noise(&mut seed, px * k), noise(&mut seed, co));
+            let pack = PointwisePack::new(k, co, &w, &b);
+            for (input_cf, output_cf) in
+                [(false, false), (false, true), (true, false), (true, true)]
+            {
+                let layout = PointwiseLayout {
+                    input_cf,
+                    output_cf,
+                };
+                for clamp in [Clamp::NONE, relu6] {
+                    let want = pointwise_reference(layout, px, k, co, (&x, &w, &b), clamp);
+                    let mut got = vec![f32::NAN; px * co];
+                    pointwise(&pack, layout, px, &x, clamp, &mut got);
+                    let d = max_diff(&got, &want);
+                    assert!(
+                        d <= 1e-5,
+                        "{px}×{k}→{co} {layout:?} {clamp:?}: max diff {d}"
+                    );
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 64);
+    }
+
+    #[test]
+    fn pointwise_blocks_cover_every_output_channel() {
+        let blocks = |co: usize| {
+            let w: Vec<f32> = (0..3 * co).map(|n| n as f32).collect();
+            let pack = PointwisePack::new(3, co, &w, &vec![0.0; co]);
+            // Every weight reads back from its block.
+            for j in 0..co {
+                for i in 0..3 {
+                    assert_eq!(
+                        pack.weight(j, i),
+                        w[j * 3 + i],
+                        "co {co}: weight ({j}, {i})"
+                    );
+                }
+            }
+            pack.blocks
+        };
+        assert_eq!(blocks(16), [(0, 16)]);
+        assert_eq!(blocks(24), [(0, 16), (16, 8)]);
+        assert_eq!(blocks(17), [(0, 16), (9, 8)]);
+        assert_eq!(blocks(30), [(0, 16), (14, 16)]);
+        assert_eq!(blocks(96), (0..6).map(|b| (16 * b, 16)).collect::<Vec<_>>());
+    }
+
+    /// The patch matrix against its definition (stems' 3×3 stride-2 fast path and the general
+    /// one), and a convolution through it against the direct sum.
+    #[test]
+    fn im2col_convolution_matches_definition() {
+        let mut seed = 0x0bad_cafe;
+        let geometry =
+            |channels, (in_h, in_w), (k_h, k_w), stride, (pad_top, pad_left), (out_h, out_w)| {
+                ConvGeometry {
+                    channels,
+                    in_h,
+                    in_w,
+                    k_h,
+                    k_w,
+                    stride_h: stride,
+                    stride_w: stride,
+                    pad_top,
+                    pad_left,
+                    out_h,
+                    out_w,
+                }
+            };
+        for g in [
+            geometry(3, (64, 64), (3, 3), 2, (1, 1), (32, 32)),
+            geometry(3, (8, 8), (3, 3), 2, (1, 1), (4, 4)),
+            geometry(2, (5, 7), (3, 3), 1, (1, 1), (5, 7)),
+            geometry(1, (6, 6), (2, 2), 2, (0, 0), (3, 3)),
+            geometry(3, (9, 9), (3, 3), 2, (0, 1), (4, 5)),
+        ] {
+            let x = noise(&mut seed, g.channels * g.in_h * g.in_w);
+            let mut patches = vec![f32::NAN; g.patch_rows() * g.output_pixels()];
+            im2col_nchw(&g, &x, &mut patches);
+            let px = g.output_pixels();
+            for (r, row) in patches.chunks_exact(px).enumerate() {
+                let taps = g.k_h * g.k_w;
+                for (p, &v) in row.iter().enumerate() {
+                    let (c, ky, kx) = (r / taps, r % taps / g.k_w, r % g.k_w);
+                    let iy = ((p / g.out_w) * g.stride_h + ky).wrapping_sub(g.pad_top);
+                    let ix = ((p % g.out_w) * g.stride_w + kx).wrapping_sub(g.pad_left);
+                    let want = if c < g.channels && iy < g.in_h && ix < g.in_w {
+                        x[(c * g.in_h + iy) * g.in_w + ix]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(v, want, "{g:?}: row {r}, pixel {p}");
+                }
+            }
+            // 16 output channels through the pointwise kernel (channel-first in and out).
+            let (k, rows, co) = (g.channels * g.k_h * g.k_w, g.patch_rows(), 16);
+            let w = noise(&mut seed, co * k);
+            let padded: Vec<f32> = (0..co * rows)
+                .map(|n| {
+                    if n % rows < k {
+                        w[n / rows * k + n % rows]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let pack = PointwisePack::new(rows, co, &padded, &vec![0.5; co]);
+            let layout = PointwiseLayout {
+                input_cf: true,
+                output_cf: true,
+            };
+            let mut got = vec![f32::NAN; co * px];
+            pointwise(&pack, layout, px, &patches, Clamp::NONE, &mut got);
+            let want = pointwise_reference(
+                layout,
+                px,
+                rows,
+                co,
+                (&patches, &padded, &[0.5; 16]),
+                Clamp::NONE,
+            );
+            let d = max_diff(&got, &want);
+            assert!(d <= 1e-5, "{g:?}: max diff {d}");
+        }
     }
 }

@@ -1,16 +1,20 @@
 //! Our own operators inside tract's plans: a 3×3 depthwise convolution with its following
 //! Clip/ReLU fused, and a max-pool, both faster than tract 0.23.9's generic
-//! `DepthWiseConv` / `OptMaxPool` on the shapes of our models (numbers in the README's
-//! performance section).
+//! `DepthWiseConv` / `OptMaxPool` on the shapes of our models; and, on aarch64, pointwise (1×1)
+//! and small dense convolutions through a hand-written NEON kernel, which beats tract's matrix
+//! products there (numbers in docs/performance.md).
 //!
 //! Hook: [`install`] rewrites a *decluttered* `TypedModel` (after `into_decluttered`, before
 //! `into_optimized`): every float `Conv` with `group == channels`, a 3×3 kernel, no dilation and
 //! constant weights becomes a [`FastDepthwise`] (weights and bias folded into the operator),
 //! absorbing the chain of `Max`/`Min`-with-a-constant nodes after it (ONNX `Clip` and `Relu`
 //! decluttered); every float `MaxPool` without padding or index output becomes a
-//! [`FastMaxPool`]. Anything else is left to tract. Our operators have no declutter or codegen
-//! rules, so `into_optimized` keeps them as they are and optimizes the rest of the graph around
-//! them.
+//! [`FastMaxPool`]. Where [`Choice::pointwise`] is on (aarch64's default), every `EinSum` that
+//! tract made of a 1×1 convolution becomes a [`FastPointwise`] with the bias `Add` and the
+//! clamp after it, and a dense channel-first convolution with a small patch matrix (the
+//! classifier's stem) a [`FastConv`]. Anything else is left to tract. Our operators have no
+//! declutter or codegen rules, so `into_optimized` keeps them as they are and optimizes the
+//! rest of the graph around them.
 
 pub mod kernels;
 
@@ -253,23 +257,16 @@ impl EvalOp for FastConv {
         let input = args_1!(inputs);
         let x = f32s(&input)?;
         let g = &self.geometry;
-        let px = g.output_pixels();
         ensure!(
             x.len() == g.channels * g.in_h * g.in_w,
             "{}: input length",
             self.name()
         );
-        let mut patches = vec![0f32; g.patch_rows() * px];
-        kernels::im2col_nchw(g, x, &mut patches);
         // SAFETY: as in `FastDepthwise::eval`: the kernel writes every output element.
         let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
         let mut view = output.try_as_plain_ram_mut()?;
-        let layout = PointwiseLayout {
-            input_cf: true,
-            output_cf: true,
-        };
         let out = view.as_slice_mut::<f32>()?;
-        kernels::pointwise(&self.pack, layout, px, &patches, self.clamp, out);
+        kernels::conv_im2col(g, &self.pack, x, self.clamp, out);
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -655,7 +652,13 @@ fn dense_conv_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Fa
     let (k, rows) = (ci * taps, geometry.patch_rows());
     let kv = f32s(&kernel)?;
     let weights: Vec<f32> = (0..co * rows)
-        .map(|n| if n % rows < k { kv[n / rows * k + n % rows] } else { 0.0 })
+        .map(|n| {
+            if n % rows < k {
+                kv[n / rows * k + n % rows]
+            } else {
+                0.0
+            }
+        })
         .collect();
     let b = f32s(&bias)?;
     let bias: Vec<f32> = (0..co).map(|j| b[j % b.len()]).collect();
@@ -695,7 +698,11 @@ fn pointwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Poi
     }
     let (ins, outs) = einsum.axes.to_strs();
     let (x, w, y): (Vec<char>, Vec<char>, Vec<char>) = match (&ins[..], &outs[..]) {
-        ([x, w], [y]) => (x.chars().collect(), w.chars().collect(), y.chars().collect()),
+        ([x, w], [y]) => (
+            x.chars().collect(),
+            w.chars().collect(),
+            y.chars().collect(),
+        ),
         _ => return Ok(None),
     };
     let (Some(shape), Some(kernel)) = (
@@ -711,7 +718,11 @@ fn pointwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Poi
         return Ok(None);
     };
     // The input channel axis is the weight axis that the input has.
-    let (i, o, weights_co_k) = if x.contains(&w1) { (w1, w0, true) } else { (w0, w1, false) };
+    let (i, o, weights_co_k) = if x.contains(&w1) {
+        (w1, w0, true)
+    } else {
+        (w0, w1, false)
+    };
     let Some((input_cf, pixels)) = split_channel(&x, &shape, i) else {
         return Ok(None);
     };
@@ -721,7 +732,10 @@ fn pointwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Poi
     let output_axis = y.iter().position(|&c| c == o).unwrap_or(0);
     let k = shape[x.iter().position(|&c| c == i).unwrap_or(0)];
     let co = output_shape[output_axis];
-    if pixels != out_pixels || x.contains(&o) || kernel.len() != k * co || co < 16 {
+    let px = output_shape.iter().product::<usize>() / co.max(1);
+    // Shapes the NEON kernel takes (elsewhere only tests run the plain loops).
+    let neon_shape = k >= 4 && k.is_multiple_of(4) && px >= 4;
+    if pixels != out_pixels || x.contains(&o) || kernel.len() != k * co || co < 16 || !neon_shape {
         return Ok(None);
     }
     let kv = f32s(&kernel)?;
@@ -734,24 +748,32 @@ fn pointwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Poi
         k,
         co,
         weights,
-        layout: PointwiseLayout { input_cf, output_cf },
+        layout: PointwiseLayout {
+            input_cf,
+            output_cf,
+        },
         output_axis,
         output_shape: output_shape.into(),
     }))
 }
 
-/// `axes` without channel axis `ch`, if `ch` is last (channel-last: `Some((false, rest))`) or
-/// first, possibly after an axis of size 1 (channel-first: `Some((true, rest))`).
+/// Whether channel axis `ch` of `axes` (dims `shape`) is channel-last (`false`: no axis longer
+/// than 1 after it) or channel-first (`true`: none before it), with the other axes longer than
+/// 1, the pixels, in order.
 fn split_channel(axes: &[char], shape: &[usize], ch: char) -> Option<(bool, Vec<char>)> {
     let at = axes.iter().position(|&c| c == ch)?;
-    let rest: Vec<char> = axes.iter().copied().filter(|&c| c != ch).collect();
-    if at + 1 == axes.len() && axes.len() > 1 {
-        Some((false, rest))
-    } else if at == 0 || (at == 1 && shape.first() == Some(&1)) {
-        // A leading size-1 axis (the batch) is dropped from the pixels.
-        Some((true, rest.into_iter().skip(at).collect()))
-    } else {
-        None
+    let long = |a: &usize| shape.get(*a).is_some_and(|&d| d > 1);
+    let pixels = (0..axes.len())
+        .filter(|a| *a != at && long(a))
+        .map(|a| axes[a])
+        .collect();
+    match (
+        (0..at).any(|a| long(&a)),
+        (at + 1..axes.len()).any(|a| long(&a)),
+    ) {
+        (_, false) => Some((false, pixels)),
+        (false, true) => Some((true, pixels)),
+        (true, true) => None,
     }
 }
 
@@ -775,8 +797,8 @@ fn next_bias(
     let other = node.inputs[1 - succ[0].slot];
     let k = konst_f32(model, other)?;
     let shape = k.shape();
-    let per_channel = shape.get(axis) == Some(&co)
-        && shape.iter().enumerate().all(|(a, &d)| a == axis || d == 1);
+    let per_channel =
+        shape.get(axis) == Some(&co) && shape.iter().enumerate().all(|(a, &d)| a == axis || d == 1);
     let same_shape =
         model.outlet_fact(node.id.into()).ok()?.shape == model.outlet_fact(outlet).ok()?.shape;
     if !same_shape || !(per_channel || k.len() == 1) {
@@ -814,26 +836,21 @@ pub fn install_with(model: &mut TypedModel, choice: Choice) -> TractResult<Insta
     for id in model.eval_order()? {
         let node = model.node(id);
         if let Some(mut op) = depthwise_for(model, node)?.filter(|_| choice.depthwise) {
-            let mut last = id;
-            while let Some((next, clamp)) = next_clamp(model, last.into(), op.clamp) {
-                (last, op.clamp) = (next, clamp);
-                done.fused_clamps += 1;
-            }
+            let last;
+            (last, op.clamp) = absorb_clamps(model, id, op.clamp, &mut done);
             swap_in(model, id, last, op)?;
             done.depthwise += 1;
         } else if let Some(op) = maxpool_for(model, node)?.filter(|_| choice.maxpool) {
             swap_in(model, id, id, op)?;
             done.maxpools += 1;
-        } else if let Some(conv) = pointwise_for(model, node)?.filter(|_| choice.pointwise) {
+        } else if !choice.pointwise {
+            continue;
+        } else if let Some(conv) = pointwise_for(model, node)? {
             let (mut last, mut bias) = (id, vec![0.0; conv.co]);
             if let Some((next, b)) = next_bias(model, id.into(), conv.output_axis, conv.co) {
                 (last, bias) = (next, b);
             }
-            let mut clamp = Clamp::NONE;
-            while let Some((next, c)) = next_clamp(model, last.into(), clamp) {
-                (last, clamp) = (next, c);
-                done.fused_clamps += 1;
-            }
+            let (last, clamp) = absorb_clamps(model, last, Clamp::NONE, &mut done);
             let op = FastPointwise {
                 pack: Arc::new(PointwisePack::new(conv.k, conv.co, &conv.weights, &bias)),
                 layout: conv.layout,
@@ -842,16 +859,29 @@ pub fn install_with(model: &mut TypedModel, choice: Choice) -> TractResult<Insta
             };
             swap_in(model, id, last, op)?;
             done.pointwise += 1;
-        } else if let Some(mut op) = dense_conv_for(model, node)?.filter(|_| choice.pointwise) {
-            let mut last = id;
-            while let Some((next, clamp)) = next_clamp(model, last.into(), op.clamp) {
-                (last, op.clamp) = (next, clamp);
-                done.fused_clamps += 1;
-            }
+        } else if let Some(mut op) = dense_conv_for(model, node)? {
+            let last;
+            (last, op.clamp) = absorb_clamps(model, id, op.clamp, &mut done);
             swap_in(model, id, last, op)?;
             done.dense += 1;
         }
     }
     model.compact()?;
     Ok(done)
+}
+
+/// The last of the clamp nodes that follow node `from` (itself if none) and the clamp they
+/// make after `clamp`, counted in `done`.
+fn absorb_clamps(
+    model: &TypedModel,
+    from: usize,
+    clamp: Clamp,
+    done: &mut Installed,
+) -> (usize, Clamp) {
+    let (mut last, mut clamp) = (from, clamp);
+    while let Some((next, c)) = next_clamp(model, last.into(), clamp) {
+        (last, clamp) = (next, c);
+        done.fused_clamps += 1;
+    }
+    (last, clamp)
 }

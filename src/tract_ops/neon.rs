@@ -12,7 +12,7 @@
 //! Pointwise (1×1) convolution: hand-written `asm!` tiles of 4 pixels × 16 output channels (see
 //! the section below).
 
-use super::{padded_row_nhwc, put_scratch, take_scratch, Clamp, DwGeometry, K};
+use super::{padded_row_nhwc, put_scratch, take_scratch, Clamp, DwGeometry, PhasePlan, K};
 use std::arch::aarch64::*;
 use std::arch::asm;
 
@@ -68,7 +68,10 @@ pub fn depthwise3x3_nhwc(
     }
     let hp = (g.out_h - 1) * g.stride_h + K;
     let (mut padded, spare) = take_scratch(hp * reach * c, 0);
-    for (py, row) in padded[..hp * reach * c].chunks_exact_mut(reach * c).enumerate() {
+    for (py, row) in padded[..hp * reach * c]
+        .chunks_exact_mut(reach * c)
+        .enumerate()
+    {
         padded_row_nhwc(g, input, py, row);
     }
     let img = Image {
@@ -169,7 +172,9 @@ unsafe fn image<const CLAMP: bool, const S: usize>(
     // Padding rows read a row of zeros (their taps add nothing).
     let (mut zeros, spare) = take_scratch(img.cols * c, 0);
     zeros[..img.cols * c].fill(0.0);
-    let starts = (0..c / 4).map(|i| i * 4).chain((c % 4 != 0).then_some(c - 4));
+    let starts = (0..c / 4)
+        .map(|i| i * 4)
+        .chain((!c.is_multiple_of(4)).then_some(c - 4));
     for c0 in starts {
         let blk = Block {
             w: std::array::from_fn(|t| vld1q_f32(weights.as_ptr().add(t * c + c0))),
@@ -198,8 +203,8 @@ unsafe fn image<const CLAMP: bool, const S: usize>(
             for sp in head {
                 span::<CLAMP, S>(&blk, sp, &at(sp.x));
             }
-            for i in 1..=middle {
-                run::<4, CLAMP, S, false, false>(&blk, &at(spans[i].x));
+            for sp in &spans[1..1 + middle] {
+                run::<4, CLAMP, S, false, false>(&blk, &at(sp.x));
             }
             for sp in tail {
                 span::<CLAMP, S>(&blk, sp, &at(sp.x));
@@ -244,7 +249,13 @@ struct Run {
 /// `N` neighbouring outputs (`N` ≤ 4): the `(N − 1)·S + 3` columns of each input row are loaded
 /// once for all of them. `LEFT`: the first column is padding; `RIGHT`: the last one is.
 #[inline(always)]
-unsafe fn run<const N: usize, const CLAMP: bool, const S: usize, const LEFT: bool, const RIGHT: bool>(
+unsafe fn run<
+    const N: usize,
+    const CLAMP: bool,
+    const S: usize,
+    const LEFT: bool,
+    const RIGHT: bool,
+>(
     blk: &Block,
     at: &Run,
 ) {
@@ -299,6 +310,96 @@ unsafe fn store_step(p: &mut *mut f32, step: usize, v: float32x4_t) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Channel-first 3×3 depthwise convolution at stride 1
+
+/// 3×3 depthwise convolution of one NCHW image at stride 1 whose output rows are whole vectors
+/// (`out_w % 4 == 0`): each channel plane is copied into a zero-padded scratch plane, then two
+/// output rows at a time read the four input rows they share once (three unaligned loads per
+/// row and vector).
+pub fn depthwise3x3_nchw_s1(
+    g: &DwGeometry,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    clamp: Clamp,
+    out: &mut [f32],
+) {
+    let (ho, wo) = (g.out_h, g.out_w);
+    assert!(g.stride_h == 1 && g.stride_w == 1 && wo.is_multiple_of(4) && g.is_valid());
+    assert!(input.len() == g.input_len() && out.len() == g.output_len());
+    let ws = wo + K - 1;
+    let plan = PhasePlan::new(g, 4, (ho - 1) * ws + wo);
+    let (mut sbuf, spare) = take_scratch(plan.scratch_len, 0);
+    let scratch = &mut sbuf[..plan.scratch_len];
+    // Padding positions are never written by `fill`: zero them once per call.
+    scratch.fill(0.0);
+    let planes = input
+        .chunks_exact(g.in_h * g.in_w)
+        .zip(out.chunks_exact_mut(ho * wo));
+    for (c, (pin, pout)) in planes.enumerate() {
+        plan.fill(g, pin, scratch);
+        let w: [f32; 9] = std::array::from_fn(|t| weights[t * g.channels + c]);
+        // SAFETY: the scratch plane has ho + 2 rows of ws = wo + 2 floats (PhasePlan at stride
+        // 1), so rows y .. y + 3 and columns x .. x + 6 of every vector read exist; `pout` is
+        // ho × wo.
+        unsafe {
+            if clamp == Clamp::NONE {
+                plane_s1::<false>(scratch.as_ptr(), ws, (ho, wo), w, bias[c], clamp, pout)
+            } else {
+                plane_s1::<true>(scratch.as_ptr(), ws, (ho, wo), w, bias[c], clamp, pout)
+            }
+        };
+    }
+    put_scratch((sbuf, spare));
+}
+
+#[inline(always)]
+unsafe fn plane_s1<const CLAMP: bool>(
+    src: *const f32,
+    ws: usize,
+    (ho, wo): (usize, usize),
+    w: [f32; 9],
+    bias: f32,
+    clamp: Clamp,
+    out: &mut [f32],
+) {
+    let w: [float32x4_t; 9] = w.map(|v| vdupq_n_f32(v));
+    let (b, lo, hi) = (
+        vdupq_n_f32(bias),
+        vdupq_n_f32(clamp.lo),
+        vdupq_n_f32(clamp.hi),
+    );
+    let clamped = |v| {
+        if CLAMP {
+            vminnmq_f32(vmaxnmq_f32(v, lo), hi)
+        } else {
+            v
+        }
+    };
+    // Three taps of input row `r` (columns x .. x + 6) into `acc` with weight row `ky`.
+    let taps = |acc, r: *const f32, ky: usize| {
+        let acc = vfmaq_f32(acc, w[3 * ky], vld1q_f32(r));
+        let acc = vfmaq_f32(acc, w[3 * ky + 1], vld1q_f32(r.add(1)));
+        vfmaq_f32(acc, w[3 * ky + 2], vld1q_f32(r.add(2)))
+    };
+    let o = out.as_mut_ptr();
+    let mut y = 0;
+    while y < ho {
+        let two = y + 1 < ho;
+        for x in (0..wo).step_by(4) {
+            let r = |i: usize| src.add((y + i) * ws + x);
+            let mut a0 = taps(taps(taps(b, r(0), 0), r(1), 1), r(2), 2);
+            vst1q_f32(o.add(y * wo + x), clamped(a0));
+            if two {
+                a0 = taps(taps(taps(b, r(1), 0), r(2), 1), r(3), 2);
+                vst1q_f32(o.add((y + 1) * wo + x), clamped(a0));
+            }
+        }
+        y += 2;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Pointwise (1×1) convolution
 
 // One tile is 4 pixels × 16 output channels, accumulated in v0–v15 (`v(4p + j)`: pixel `p`,
@@ -315,22 +416,118 @@ macro_rules! pw_fmla {
     ($r0:literal $l0:literal, $r1:literal $l1:literal, $r2:literal $l2:literal,
      $r3:literal $l3:literal; $w0:literal $w1:literal $w2:literal $w3:literal) => {
         concat!(
-            "fmla v0.4s, v", $w0, ".4s, v", $r0, ".s[", $l0, "]\n",
-            "fmla v1.4s, v", $w1, ".4s, v", $r0, ".s[", $l0, "]\n",
-            "fmla v2.4s, v", $w2, ".4s, v", $r0, ".s[", $l0, "]\n",
-            "fmla v3.4s, v", $w3, ".4s, v", $r0, ".s[", $l0, "]\n",
-            "fmla v4.4s, v", $w0, ".4s, v", $r1, ".s[", $l1, "]\n",
-            "fmla v5.4s, v", $w1, ".4s, v", $r1, ".s[", $l1, "]\n",
-            "fmla v6.4s, v", $w2, ".4s, v", $r1, ".s[", $l1, "]\n",
-            "fmla v7.4s, v", $w3, ".4s, v", $r1, ".s[", $l1, "]\n",
-            "fmla v8.4s, v", $w0, ".4s, v", $r2, ".s[", $l2, "]\n",
-            "fmla v9.4s, v", $w1, ".4s, v", $r2, ".s[", $l2, "]\n",
-            "fmla v10.4s, v", $w2, ".4s, v", $r2, ".s[", $l2, "]\n",
-            "fmla v11.4s, v", $w3, ".4s, v", $r2, ".s[", $l2, "]\n",
-            "fmla v12.4s, v", $w0, ".4s, v", $r3, ".s[", $l3, "]\n",
-            "fmla v13.4s, v", $w1, ".4s, v", $r3, ".s[", $l3, "]\n",
-            "fmla v14.4s, v", $w2, ".4s, v", $r3, ".s[", $l3, "]\n",
-            "fmla v15.4s, v", $w3, ".4s, v", $r3, ".s[", $l3, "]\n",
+            "fmla v0.4s, v",
+            $w0,
+            ".4s, v",
+            $r0,
+            ".s[",
+            $l0,
+            "]\n",
+            "fmla v1.4s, v",
+            $w1,
+            ".4s, v",
+            $r0,
+            ".s[",
+            $l0,
+            "]\n",
+            "fmla v2.4s, v",
+            $w2,
+            ".4s, v",
+            $r0,
+            ".s[",
+            $l0,
+            "]\n",
+            "fmla v3.4s, v",
+            $w3,
+            ".4s, v",
+            $r0,
+            ".s[",
+            $l0,
+            "]\n",
+            "fmla v4.4s, v",
+            $w0,
+            ".4s, v",
+            $r1,
+            ".s[",
+            $l1,
+            "]\n",
+            "fmla v5.4s, v",
+            $w1,
+            ".4s, v",
+            $r1,
+            ".s[",
+            $l1,
+            "]\n",
+            "fmla v6.4s, v",
+            $w2,
+            ".4s, v",
+            $r1,
+            ".s[",
+            $l1,
+            "]\n",
+            "fmla v7.4s, v",
+            $w3,
+            ".4s, v",
+            $r1,
+            ".s[",
+            $l1,
+            "]\n",
+            "fmla v8.4s, v",
+            $w0,
+            ".4s, v",
+            $r2,
+            ".s[",
+            $l2,
+            "]\n",
+            "fmla v9.4s, v",
+            $w1,
+            ".4s, v",
+            $r2,
+            ".s[",
+            $l2,
+            "]\n",
+            "fmla v10.4s, v",
+            $w2,
+            ".4s, v",
+            $r2,
+            ".s[",
+            $l2,
+            "]\n",
+            "fmla v11.4s, v",
+            $w3,
+            ".4s, v",
+            $r2,
+            ".s[",
+            $l2,
+            "]\n",
+            "fmla v12.4s, v",
+            $w0,
+            ".4s, v",
+            $r3,
+            ".s[",
+            $l3,
+            "]\n",
+            "fmla v13.4s, v",
+            $w1,
+            ".4s, v",
+            $r3,
+            ".s[",
+            $l3,
+            "]\n",
+            "fmla v14.4s, v",
+            $w2,
+            ".4s, v",
+            $r3,
+            ".s[",
+            $l3,
+            "]\n",
+            "fmla v15.4s, v",
+            $w3,
+            ".4s, v",
+            $r3,
+            ".s[",
+            $l3,
+            "]\n",
         )
     };
 }
@@ -339,7 +536,15 @@ macro_rules! pw_fmla {
 macro_rules! pw_weights {
     ($w0:literal $w1:literal $w2:literal $w3:literal) => {
         concat!(
-            "ld1 {{v", $w0, ".4s, v", $w1, ".4s, v", $w2, ".4s, v", $w3, ".4s}}, [{w}], #64\n"
+            "ld1 {{v",
+            $w0,
+            ".4s, v",
+            $w1,
+            ".4s, v",
+            $w2,
+            ".4s, v",
+            $w3,
+            ".4s}}, [{w}], #64\n"
         )
     };
 }
@@ -464,10 +669,26 @@ macro_rules! pw_store_cl {
 macro_rules! pw_store_cf_block {
     ($a:literal, $b:literal, $c:literal, $d:literal) => {
         concat!(
-            "trn1 v16.4s, v", $a, ".4s, v", $b, ".4s\n",
-            "trn2 v17.4s, v", $a, ".4s, v", $b, ".4s\n",
-            "trn1 v18.4s, v", $c, ".4s, v", $d, ".4s\n",
-            "trn2 v19.4s, v", $c, ".4s, v", $d, ".4s\n",
+            "trn1 v16.4s, v",
+            $a,
+            ".4s, v",
+            $b,
+            ".4s\n",
+            "trn2 v17.4s, v",
+            $a,
+            ".4s, v",
+            $b,
+            ".4s\n",
+            "trn1 v18.4s, v",
+            $c,
+            ".4s, v",
+            $d,
+            ".4s\n",
+            "trn2 v19.4s, v",
+            $c,
+            ".4s, v",
+            $d,
+            ".4s\n",
             "trn1 v20.2d, v16.2d, v18.2d\n",
             "trn1 v21.2d, v17.2d, v19.2d\n",
             "trn2 v22.2d, v16.2d, v18.2d\n",
@@ -512,14 +733,62 @@ macro_rules! pw_fmla8 {
     ($r0:literal $l0:literal, $r1:literal $l1:literal, $r2:literal $l2:literal,
      $r3:literal $l3:literal; $w0:literal $w1:literal) => {
         concat!(
-            "fmla v0.4s, v", $w0, ".4s, v", $r0, ".s[", $l0, "]\n",
-            "fmla v1.4s, v", $w1, ".4s, v", $r0, ".s[", $l0, "]\n",
-            "fmla v2.4s, v", $w0, ".4s, v", $r1, ".s[", $l1, "]\n",
-            "fmla v3.4s, v", $w1, ".4s, v", $r1, ".s[", $l1, "]\n",
-            "fmla v4.4s, v", $w0, ".4s, v", $r2, ".s[", $l2, "]\n",
-            "fmla v5.4s, v", $w1, ".4s, v", $r2, ".s[", $l2, "]\n",
-            "fmla v6.4s, v", $w0, ".4s, v", $r3, ".s[", $l3, "]\n",
-            "fmla v7.4s, v", $w1, ".4s, v", $r3, ".s[", $l3, "]\n",
+            "fmla v0.4s, v",
+            $w0,
+            ".4s, v",
+            $r0,
+            ".s[",
+            $l0,
+            "]\n",
+            "fmla v1.4s, v",
+            $w1,
+            ".4s, v",
+            $r0,
+            ".s[",
+            $l0,
+            "]\n",
+            "fmla v2.4s, v",
+            $w0,
+            ".4s, v",
+            $r1,
+            ".s[",
+            $l1,
+            "]\n",
+            "fmla v3.4s, v",
+            $w1,
+            ".4s, v",
+            $r1,
+            ".s[",
+            $l1,
+            "]\n",
+            "fmla v4.4s, v",
+            $w0,
+            ".4s, v",
+            $r2,
+            ".s[",
+            $l2,
+            "]\n",
+            "fmla v5.4s, v",
+            $w1,
+            ".4s, v",
+            $r2,
+            ".s[",
+            $l2,
+            "]\n",
+            "fmla v6.4s, v",
+            $w0,
+            ".4s, v",
+            $r3,
+            ".s[",
+            $l3,
+            "]\n",
+            "fmla v7.4s, v",
+            $w1,
+            ".4s, v",
+            $r3,
+            ".s[",
+            $l3,
+            "]\n",
         )
     };
 }
@@ -605,7 +874,10 @@ macro_rules! pw_store8_cl {
 
 macro_rules! pw_store8_cf {
     () => {
-        concat!(pw_store_cf_block!(0, 2, 4, 6), pw_store_cf_block!(1, 3, 5, 7))
+        concat!(
+            pw_store_cf_block!(0, 2, 4, 6),
+            pw_store_cf_block!(1, 3, 5, 7)
+        )
     };
 }
 
@@ -716,7 +988,10 @@ fn pointwise_as<const IN_CF: bool, const OUT_CF: bool, const CLAMP: bool>(
     assert!(x.len() == px * k && out.len() == px * co);
     let packed: usize = pack.blocks.iter().map(|&(_, width)| width * k).sum();
     assert!(pack.weights.len() == packed && pack.bias.len() == co);
-    assert!(pack.blocks.iter().all(|&(c0, width)| (width == 16 || width == 8) && c0 + width <= co));
+    assert!(pack
+        .blocks
+        .iter()
+        .all(|&(c0, width)| (width == 16 || width == 8) && c0 + width <= co));
     // SAFETY: plain register moves.
     let bounds = unsafe { (vdupq_n_f32(clamp.lo), vdupq_n_f32(clamp.hi)) };
     let mut p = 0;
@@ -730,15 +1005,33 @@ fn pointwise_as<const IN_CF: bool, const OUT_CF: bool, const CLAMP: bool>(
             for &(c0, width) in &pack.blocks {
                 let t = if IN_CF {
                     let x0 = x.as_ptr().add(p0);
-                    PwTile { x: [x0; 4], xs: px * 4, o: out.as_mut_ptr(), os: 0 }
+                    PwTile {
+                        x: [x0; 4],
+                        xs: px * 4,
+                        o: out.as_mut_ptr(),
+                        os: 0,
+                    }
                 } else {
                     let xb = x.as_ptr().add(p0 * k);
-                    PwTile { x: [xb, xb.add(k), xb.add(2 * k), xb.add(3 * k)], xs: 0, o: out.as_mut_ptr(), os: 0 }
+                    PwTile {
+                        x: [xb, xb.add(k), xb.add(2 * k), xb.add(3 * k)],
+                        xs: 0,
+                        o: out.as_mut_ptr(),
+                        os: 0,
+                    }
                 };
                 let t = if OUT_CF {
-                    PwTile { o: t.o.add(c0 * px + p0), os: px * 4, ..t }
+                    PwTile {
+                        o: t.o.add(c0 * px + p0),
+                        os: px * 4,
+                        ..t
+                    }
                 } else {
-                    PwTile { o: t.o.add(p0 * co + c0), os: co * 4, ..t }
+                    PwTile {
+                        o: t.o.add(p0 * co + c0),
+                        os: co * 4,
+                        ..t
+                    }
                 };
                 let b = pack.bias.as_ptr().add(c0);
                 pw_tile::<IN_CF, OUT_CF, CLAMP>(&t, width == 16, k, wb, b, bounds);

@@ -82,15 +82,17 @@ pub fn metadata_props(proto: &ModelProto) -> HashMap<String, String> {
 /// external data.
 pub fn build_plan(proto: &ModelProto, path: &Path, input_shape: &[usize]) -> Result<OnnxModel> {
     let own = std::env::var("EMONET_TRACT_OPS").map_or(true, |v| v != "tract");
-    build_plan_with(proto, path, input_shape, own)
+    let choice = own.then(crate::tract_ops::Choice::default);
+    build_plan_with(proto, path, input_shape, choice)
 }
 
-/// [`build_plan`], choosing explicitly whether our own operators replace tract's (`own_ops`).
+/// [`build_plan`], choosing explicitly which of our own operators replace tract's (`None`:
+/// tract's own throughout).
 pub fn build_plan_with(
     proto: &ModelProto,
     path: &Path,
     input_shape: &[usize],
-    own_ops: bool,
+    own_ops: Option<crate::tract_ops::Choice>,
 ) -> Result<OnnxModel> {
     let onnx = tract_onnx::onnx();
     let dir = path.parent().and_then(|d| d.to_str());
@@ -110,8 +112,8 @@ pub fn build_plan_with(
         .and_then(|m| m.into_typed())
         .and_then(|m| m.into_decluttered())
         .and_then(|mut m| {
-            if own_ops {
-                crate::tract_ops::install(&mut m)?;
+            if let Some(choice) = own_ops {
+                crate::tract_ops::install_with(&mut m, choice)?;
             }
             m.into_optimized()
         })
