@@ -23,6 +23,9 @@
 #[cfg(target_arch = "aarch64")]
 #[path = "neon.rs"]
 mod neon;
+#[cfg(target_arch = "aarch64")]
+#[path = "neon_pointwise.rs"]
+mod neon_pointwise;
 
 /// Elementwise bounds applied to the convolution output (a fused Clip or ReLU).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -954,7 +957,7 @@ pub fn pointwise(
 ) {
     #[cfg(target_arch = "aarch64")]
     if pack.fits_neon() && px >= 4 {
-        return neon::pointwise(pack, layout, px, x, clamp, out);
+        return neon_pointwise::pointwise(pack, layout, px, x, clamp, out);
     }
     let (k, co) = (pack.k, pack.co);
     assert!(

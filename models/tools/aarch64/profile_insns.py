@@ -17,9 +17,9 @@ import subprocess
 
 # (kind, pattern on the demangled symbol), first match wins
 KINDS = [
-    ("depthwise, emonet", r"tract_ops::kernels::(depthwise|dw_|PhasePlan|neon::depthwise|neon::image|neon::convolve)"),
-    ("pointwise, emonet", r"tract_ops::kernels::(pointwise|neon::pointwise|neon::pw)|FastPointwise"),
-    ("dense conv (im2col), emonet", r"tract_ops::kernels::im2col|FastConv"),
+    ("depthwise, emonet", r"tract_ops::kernels::(depthwise|dw_|PhasePlan|neon::)"),
+    ("pointwise, emonet", r"tract_ops::kernels::(pointwise|neon_pointwise::)|FastPointwise"),
+    ("dense conv (im2col), emonet", r"tract_ops::kernels::(conv_im2col|im2col|stem_row|tap_row)|FastConv"),
     ("max-pool, emonet", r"tract_ops::kernels::maxpool"),
     ("depthwise, tract", r"depthwise|DepthWise|depth_wise|ZoneScanner|process_zone"),
     ("max-pool, tract", r"MaxPool|max_pool|maxpool"),
