@@ -735,7 +735,8 @@ fn pointwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Poi
     let px = output_shape.iter().product::<usize>() / co.max(1);
     // Shapes the NEON kernel takes (elsewhere only tests run the plain loops).
     let neon_shape = k >= 4 && k.is_multiple_of(4) && px >= 4;
-    if pixels != out_pixels || x.contains(&o) || kernel.len() != k * co || co < 16 || !neon_shape {
+    let contracted = !x.contains(&o) && !y.contains(&i);
+    if pixels != out_pixels || !contracted || kernel.len() != k * co || co < 16 || !neon_shape {
         return Ok(None);
     }
     let kv = f32s(&kernel)?;
