@@ -64,6 +64,12 @@ fn noise(seed: &mut u64, shape: &[usize], scale: f32) -> Tensor {
         .into_tensor()
 }
 
+/// Noise of `model`'s (concrete) input shape.
+fn input_noise(model: &TypedModel, seed: &mut u64, scale: f32) -> Tensor {
+    let fact = model.input_fact(0).unwrap();
+    noise(seed, fact.shape.as_concrete().unwrap(), scale)
+}
+
 fn run(model: &TypedModel, input: &Tensor) -> Vec<Tensor> {
     let plan = model
         .clone()
@@ -180,14 +186,7 @@ fn compare_each_node(file: &str) -> (usize, usize) {
                 "{file} {}: {done:?}",
                 node.name
             );
-            let shape = tract_model
-                .input_fact(0)
-                .unwrap()
-                .shape
-                .as_concrete()
-                .unwrap()
-                .to_vec();
-            let x = noise(&mut seed, &shape, 4.0);
+            let x = input_noise(&tract_model, &mut seed, 4.0);
             let want = &run(&tract_model, &x)[0];
             for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
                 if usable(isa) != isa {
@@ -276,14 +275,7 @@ fn compare_pointwise_nodes(file: &str) -> (usize, usize) {
                 "{file} {}",
                 node.name
             );
-            let shape = tract_model
-                .input_fact(0)
-                .unwrap()
-                .shape
-                .as_concrete()
-                .unwrap()
-                .to_vec();
-            let x = noise(&mut seed, &shape, 1.0);
+            let x = input_noise(&tract_model, &mut seed, 1.0);
             let want = &run(&tract_model, &x)[0];
             let got = &run(&ours, &x)[0];
             let d = max_abs_diff(got, want);

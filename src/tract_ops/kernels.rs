@@ -971,10 +971,12 @@ pub fn pointwise(
             x[p * k + i]
         }
     };
+    // `[co][k]`, unpacked once rather than looked up per multiply-add.
+    let w: Vec<f32> = (0..co * k).map(|n| pack.weight(n / k, n % k)).collect();
     for p in 0..px {
-        for j in 0..co {
+        for (j, wj) in w.chunks_exact(k).enumerate() {
             let acc = (0..k).fold(pack.bias[j], |a, i| {
-                madd::<BASELINE_FMA>(xi(p, i), pack.weight(j, i), a)
+                madd::<BASELINE_FMA>(xi(p, i), wj[i], a)
             });
             let at = if layout.output_cf {
                 j * px + p

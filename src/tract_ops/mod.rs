@@ -123,31 +123,26 @@ impl EvalOp for FastDepthwise {
             "{}: input length",
             self.name()
         );
-        // SAFETY: f32 has no invalid bit patterns, and the kernels write every element of each
-        // output image (checked by the unit tests against tract's own operator).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        let images = x.chunks_exact(g.input_len());
-        for (xi, oi) in images.zip(out.chunks_exact_mut(g.output_len())) {
-            let (w, b) = (&self.weights[..], &self.bias[..]);
-            match self.layout {
-                Layout::ChannelFirst => {
-                    kernels::depthwise3x3_nchw(self.isa, g, xi, w, b, self.clamp, oi)
-                }
-                Layout::ChannelLast => {
-                    kernels::depthwise3x3_nhwc(self.isa, g, xi, w, b, self.clamp, oi)
+        written_output(&self.output_shape, |out| {
+            let images = x.chunks_exact(g.input_len());
+            for (xi, oi) in images.zip(out.chunks_exact_mut(g.output_len())) {
+                let (w, b) = (&self.weights[..], &self.bias[..]);
+                match self.layout {
+                    Layout::ChannelFirst => {
+                        kernels::depthwise3x3_nchw(self.isa, g, xi, w, b, self.clamp, oi)
+                    }
+                    Layout::ChannelLast => {
+                        kernels::depthwise3x3_nhwc(self.isa, g, xi, w, b, self.clamp, oi)
+                    }
                 }
             }
-        }
-        Ok(tvec!(output.into_tvalue()))
+        })
     }
 }
 
 impl TypedOp for FastDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
-        Ok(tvec!(f32::fact(&self.output_shape)))
+        f32_image_fact(inputs, &self.output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -198,19 +193,15 @@ impl EvalOp for FastPointwise {
             "{}: input length",
             self.name()
         );
-        // SAFETY: as in `FastDepthwise::eval`: the kernel writes every output element.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        kernels::pointwise(&self.pack, self.layout, px, x, self.clamp, out);
-        Ok(tvec!(output.into_tvalue()))
+        written_output(&self.output_shape, |out| {
+            kernels::pointwise(&self.pack, self.layout, px, x, self.clamp, out)
+        })
     }
 }
 
 impl TypedOp for FastPointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
-        Ok(tvec!(f32::fact(&self.output_shape)))
+        f32_image_fact(inputs, &self.output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -262,19 +253,15 @@ impl EvalOp for FastConv {
             "{}: input length",
             self.name()
         );
-        // SAFETY: as in `FastDepthwise::eval`: the kernel writes every output element.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        kernels::conv_im2col(g, &self.pack, x, self.clamp, out);
-        Ok(tvec!(output.into_tvalue()))
+        written_output(&self.output_shape, |out| {
+            kernels::conv_im2col(g, &self.pack, x, self.clamp, out)
+        })
     }
 }
 
 impl TypedOp for FastConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
-        Ok(tvec!(f32::fact(&self.output_shape)))
+        f32_image_fact(inputs, &self.output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -325,27 +312,39 @@ impl EvalOp for FastMaxPool {
             "{}: input length",
             self.name()
         );
-        // SAFETY: as in `FastDepthwise::eval`: every output element is written.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
-        let mut view = output.try_as_plain_ram_mut()?;
-        let out = view.as_slice_mut::<f32>()?;
-        for (xi, oi) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
-            match self.layout {
-                Layout::ChannelLast => kernels::maxpool_nhwc(self.isa, g, xi, oi),
-                Layout::ChannelFirst => kernels::maxpool_nchw(self.isa, g, xi, oi),
+        written_output(&self.output_shape, |out| {
+            for (xi, oi) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
+                match self.layout {
+                    Layout::ChannelLast => kernels::maxpool_nhwc(self.isa, g, xi, oi),
+                    Layout::ChannelFirst => kernels::maxpool_nchw(self.isa, g, xi, oi),
+                }
             }
-        }
-        Ok(tvec!(output.into_tvalue()))
+        })
     }
 }
 
 impl TypedOp for FastMaxPool {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
-        Ok(tvec!(f32::fact(&self.output_shape)))
+        f32_image_fact(inputs, &self.output_shape)
     }
 
     as_op!();
+}
+
+/// The output fact of our operators: one f32 input, one f32 output of `shape`.
+fn f32_image_fact(inputs: &[&TypedFact], shape: &[usize]) -> TractResult<TVec<TypedFact>> {
+    ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+    Ok(tvec!(f32::fact(shape)))
+}
+
+/// A new f32 tensor of `shape` that `write` fills, as the operator's one output. `write` must
+/// set every element: the tensor starts uninitialized.
+fn written_output(shape: &[usize], write: impl FnOnce(&mut [f32])) -> TractResult<TVec<TValue>> {
+    // SAFETY: f32 has no invalid bit patterns, and every caller's kernel writes each element of
+    // its output (checked by the tests against tract's own operators).
+    let mut output = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    write(output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+    Ok(tvec!(output.into_tvalue()))
 }
 
 /// The elements of a plain f32 tensor.
@@ -487,9 +486,13 @@ fn depthwise_for(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Fas
     }))
 }
 
-/// If the only consumer of `outlet` is `max(·, k)` or `min(·, k)` with a scalar constant `k`
-/// and the same output shape, that node and the clamp with it applied after `clamp`.
-fn next_clamp(model: &TypedModel, outlet: OutletId, clamp: Clamp) -> Option<(usize, Clamp)> {
+/// The only consumer of `outlet`, if it is a binary op of `outlet` and a constant f32 tensor
+/// with `outlet`'s shape as its output (and `outlet` is no model output): the node, its op and
+/// the constant.
+fn const_operand_successor(
+    model: &TypedModel,
+    outlet: OutletId,
+) -> Option<(&TypedNode, &TypedBinOp, Arc<Tensor>)> {
     let succ = &model.outlet_successors(outlet);
     if succ.len() != 1 || model.output_outlets().ok()?.contains(&outlet) {
         return None;
@@ -504,14 +507,21 @@ fn next_clamp(model: &TypedModel, outlet: OutletId, clamp: Clamp) -> Option<(usi
         return None;
     }
     let k = konst_f32(model, other)?;
+    let same_shape =
+        model.outlet_fact(node.id.into()).ok()?.shape == model.outlet_fact(outlet).ok()?.shape;
+    same_shape.then_some((node, bin, k))
+}
+
+/// If the only consumer of `outlet` is `max(·, k)` or `min(·, k)` with a scalar constant `k`
+/// and the same output shape, that node and the clamp with it applied after `clamp`.
+fn next_clamp(model: &TypedModel, outlet: OutletId, clamp: Clamp) -> Option<(usize, Clamp)> {
+    let (node, bin, k) = const_operand_successor(model, outlet)?;
     let v = if k.len() == 1 {
         f32s(&k).ok()?[0]
     } else {
         return None;
     };
-    let same_shape =
-        model.outlet_fact(node.id.into()).ok()?.shape == model.outlet_fact(outlet).ok()?.shape;
-    if !same_shape || v.is_nan() {
+    if v.is_nan() {
         return None;
     }
     let clamp = if bin.0.is::<Max>() && v <= clamp.hi {
@@ -786,23 +796,11 @@ fn next_bias(
     axis: usize,
     co: usize,
 ) -> Option<(usize, Vec<f32>)> {
-    let succ = &model.outlet_successors(outlet);
-    if succ.len() != 1 || model.output_outlets().ok()?.contains(&outlet) {
-        return None;
-    }
-    let node = model.node(succ[0].node);
-    let bin = node.op_as::<TypedBinOp>()?;
-    if !bin.0.is::<Add>() || node.inputs.len() != 2 || succ[0].slot > 1 {
-        return None;
-    }
-    let other = node.inputs[1 - succ[0].slot];
-    let k = konst_f32(model, other)?;
+    let (node, bin, k) = const_operand_successor(model, outlet)?;
     let shape = k.shape();
     let per_channel =
         shape.get(axis) == Some(&co) && shape.iter().enumerate().all(|(a, &d)| a == axis || d == 1);
-    let same_shape =
-        model.outlet_fact(node.id.into()).ok()?.shape == model.outlet_fact(outlet).ok()?.shape;
-    if !same_shape || !(per_channel || k.len() == 1) {
+    if !bin.0.is::<Add>() || !(per_channel || k.len() == 1) {
         return None;
     }
     let b = f32s(&k).ok()?;

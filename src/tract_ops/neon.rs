@@ -35,6 +35,9 @@ struct Image<'a> {
     /// Padding columns before column 0 (0 or 1) and rows above row 0 (any).
     left: usize,
     top: usize,
+    /// A row of zeros that padding rows read (their taps add nothing); empty when the image
+    /// has every row the outputs read.
+    zeros: &'a [f32],
 }
 
 /// 3×3 depthwise convolution of one NHWC image (`weights` tap-major `[3][3][C]`, `out`
@@ -56,6 +59,8 @@ pub fn depthwise3x3_nhwc(
     let reach = (g.out_w - 1) * g.stride_w + K;
     let direct = g.pad_left <= 1 && reach <= g.pad_left + g.in_w + 1;
     if direct {
+        let (mut zeros, spare) = take_scratch(g.in_w * c, 0);
+        zeros[..g.in_w * c].fill(0.0);
         let img = Image {
             data: input,
             row: g.in_w * c,
@@ -63,8 +68,11 @@ pub fn depthwise3x3_nhwc(
             cols: g.in_w,
             left: g.pad_left,
             top: g.pad_top,
+            zeros: &zeros[..g.in_w * c],
         };
-        return convolve(g, &img, weights, bias, clamp, out);
+        convolve(g, &img, weights, bias, clamp, out);
+        put_scratch((zeros, spare));
+        return;
     }
     let hp = (g.out_h - 1) * g.stride_h + K;
     let (mut padded, spare) = take_scratch(hp * reach * c, 0);
@@ -81,6 +89,7 @@ pub fn depthwise3x3_nhwc(
         cols: reach,
         left: 0,
         top: 0,
+        zeros: &[],
     };
     convolve(g, &img, weights, bias, clamp, out);
     put_scratch((padded, spare));
@@ -169,9 +178,6 @@ unsafe fn image<const CLAMP: bool, const S: usize>(
         (&spans[..], &spans[..0])
     };
     let middle = if plain && S != 0 { inner } else { 0 };
-    // Padding rows read a row of zeros (their taps add nothing).
-    let (mut zeros, spare) = take_scratch(img.cols * c, 0);
-    zeros[..img.cols * c].fill(0.0);
     let starts = (0..c / 4)
         .map(|i| i * 4)
         .chain((!c.is_multiple_of(4)).then_some(c - 4));
@@ -188,7 +194,7 @@ unsafe fn image<const CLAMP: bool, const S: usize>(
                 if iy < img.rows {
                     img.data.as_ptr().add(iy * img.row + c0)
                 } else {
-                    zeros.as_ptr().add(c0)
+                    img.zeros.as_ptr().wrapping_add(c0)
                 }
             });
             let o = out.as_mut_ptr().add(y * g.out_w * c + c0);
@@ -211,7 +217,6 @@ unsafe fn image<const CLAMP: bool, const S: usize>(
             }
         }
     }
-    put_scratch((zeros, spare));
 }
 
 /// One span, dispatched to its `run`.

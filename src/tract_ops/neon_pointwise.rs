@@ -152,14 +152,37 @@ macro_rules! pw_weights {
     };
 }
 
-/// One step of four input channels, channel-last input: v(16 + p) = pixel p's channels.
-macro_rules! pw_step_cl {
+/// Four input channels of the four pixels into v16–v19, channel-last input: v(16 + p) = pixel
+/// p's channels (four post-indexed pointers).
+macro_rules! pw_inputs_cl {
     () => {
         concat!(
             "ldr q16, [{x0}], #16\n",
             "ldr q17, [{x1}], #16\n",
             "ldr q18, [{x2}], #16\n",
             "ldr q19, [{x3}], #16\n",
+        )
+    };
+}
+
+/// Four input channels of the four pixels into v16–v19, channel-first input: v(16 + c) =
+/// channel c's pixels (`{x0}` steps by `{xs}` bytes, one channel plane).
+macro_rules! pw_inputs_cf {
+    () => {
+        concat!(
+            "ld1 {{v16.4s}}, [{x0}], {xs}\n",
+            "ld1 {{v17.4s}}, [{x0}], {xs}\n",
+            "ld1 {{v18.4s}}, [{x0}], {xs}\n",
+            "ld1 {{v19.4s}}, [{x0}], {xs}\n",
+        )
+    };
+}
+
+/// One step of four input channels, channel-last input: v(16 + p) = pixel p's channels.
+macro_rules! pw_step_cl {
+    () => {
+        concat!(
+            pw_inputs_cl!(),
             pw_weights!(20 21 22 23),
             pw_fmla!(16 0, 17 0, 18 0, 19 0; 20 21 22 23),
             pw_weights!(24 25 26 27),
@@ -177,10 +200,7 @@ macro_rules! pw_step_cl {
 macro_rules! pw_step_cf {
     () => {
         concat!(
-            "ld1 {{v16.4s}}, [{x0}], {xs}\n",
-            "ld1 {{v17.4s}}, [{x0}], {xs}\n",
-            "ld1 {{v18.4s}}, [{x0}], {xs}\n",
-            "ld1 {{v19.4s}}, [{x0}], {xs}\n",
+            pw_inputs_cf!(),
             pw_weights!(20 21 22 23),
             pw_fmla!(16 0, 16 1, 16 2, 16 3; 20 21 22 23),
             pw_weights!(24 25 26 27),
@@ -399,10 +419,7 @@ macro_rules! pw_fmla8 {
 macro_rules! pw_step8_cl {
     () => {
         concat!(
-            "ldr q16, [{x0}], #16\n",
-            "ldr q17, [{x1}], #16\n",
-            "ldr q18, [{x2}], #16\n",
-            "ldr q19, [{x3}], #16\n",
+            pw_inputs_cl!(),
             pw_weights!(20 21 22 23),
             pw_fmla8!(16 0, 17 0, 18 0, 19 0; 20 21),
             pw_fmla8!(16 1, 17 1, 18 1, 19 1; 22 23),
@@ -416,10 +433,7 @@ macro_rules! pw_step8_cl {
 macro_rules! pw_step8_cf {
     () => {
         concat!(
-            "ld1 {{v16.4s}}, [{x0}], {xs}\n",
-            "ld1 {{v17.4s}}, [{x0}], {xs}\n",
-            "ld1 {{v18.4s}}, [{x0}], {xs}\n",
-            "ld1 {{v19.4s}}, [{x0}], {xs}\n",
+            pw_inputs_cf!(),
             pw_weights!(20 21 22 23),
             pw_fmla8!(16 0, 16 1, 16 2, 16 3; 20 21),
             pw_fmla8!(17 0, 17 1, 17 2, 17 3; 22 23),
